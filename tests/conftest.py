@@ -1,0 +1,37 @@
+"""Shared fixtures: the test data tree and an emulator subprocess serving it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from remotefs.emulator.dataset import Dataset, load_dataset
+from tests.support.data import write_tree
+from tests.support.emulator import Emulator, start_emulator
+
+TOKEN = "test-token"
+PROJECT = "test-user/test-project"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tree(tmp_path_factory.mktemp("data") / "tree")
+
+
+@pytest.fixture(scope="session")
+def dataset(data_dir: Path) -> Dataset:
+    return load_dataset(data_dir, user="test-user", project=PROJECT)
+
+
+@pytest.fixture(scope="session")
+def emulator(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
+    log = tmp_path_factory.mktemp("emulator") / "emulator.log"
+    emu = start_emulator(
+        ["--data", str(data_dir), "--user", "test-user", "--project", PROJECT], log, (TOKEN,)
+    )
+    try:
+        yield emu
+    finally:
+        emu.stop()

@@ -1,0 +1,99 @@
+"""The official ``odm-api`` client (``FilesAsUserApi``) against the emulator over real HTTP."""
+
+from __future__ import annotations
+
+import odm_api
+import pytest
+from odm_api.exceptions import BadRequestException, NotFoundException, UnauthorizedException
+
+from remotefs.emulator.dataset import Dataset
+from tests.conftest import TOKEN
+from tests.support.emulator import Emulator
+
+
+def _files_api(url: str, *, token: str = TOKEN, bearer: bool = False) -> odm_api.FilesAsUserApi:
+    config = odm_api.Configuration(host=url)
+    if bearer:
+        config.api_key["Access-token"] = token
+        config.api_key_prefix["Access-token"] = "Bearer"
+    else:
+        config.api_key["Genestack-API-Token"] = token
+    return odm_api.FilesAsUserApi(odm_api.ApiClient(config))
+
+
+def _node(dataset: Dataset, name: str):
+    return next(n for n in dataset.odm_files if n.name == name)
+
+
+def test_pages_the_file_list(emulator: Emulator, dataset: Dataset) -> None:
+    api = _files_api(emulator.url)
+    seen: list[str] = []
+    offset = 0
+    while True:
+        page = api.get_files_metadata_as_user(page_limit=100, page_offset=offset)
+        seen += [item["genestack:accession"] for item in page.data]
+        assert page.meta.pagination.count == len(page.data)
+        assert page.meta.pagination.total == len(dataset.odm_files)
+        offset += 100
+        if offset >= page.meta.pagination.total:
+            break
+    assert seen == [n.accession for n in dataset.odm_files]  # A29: accession order
+    assert len(seen) == len(set(seen))
+
+
+def test_metadata_by_accession(emulator: Emulator, dataset: Dataset) -> None:
+    node = _node(dataset, "sample.bin")
+    obj = _files_api(emulator.url).get_file_metadata_by_id_as_user(node.accession)
+    assert obj["genestack:accession"] == node.accession
+    assert obj["genestack:name"] == "sample.bin"
+    assert obj["Data Class"] == "Bulk transcriptomics"
+    assert obj["sample_id"] == "S1"
+    assert "tags" not in obj
+
+
+def test_download_a_range(emulator: Emulator, dataset: Dataset, data_dir) -> None:
+    node = _node(dataset, "sample.bin")
+    source = (data_dir / "reads" / "sample.bin").read_bytes()
+    api = _files_api(emulator.url)
+    assert api.get_file_as_user(node.accession, range="bytes=1000-2999") == source[1000:3000]
+    assert api.get_file_as_user(node.accession, range="bytes=-10") == source[-10:]
+    bearer = _files_api(emulator.url, bearer=True)
+    assert bearer.get_file_as_user(node.accession, range="bytes=0-0") == source[:1]
+
+
+def test_head(emulator: Emulator, dataset: Dataset) -> None:
+    node = _node(dataset, "sample.bin")
+    api = _files_api(emulator.url)
+    response = api.head_file_as_user_with_http_info(node.accession)
+    assert response.status_code == 200
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    assert int(headers["content-length"]) == node.size
+    assert headers["accept-ranges"] == "bytes"
+    assert headers["content-disposition"] == 'attachment; filename="sample.bin"'
+    assert headers["content-type"] == "application/octet-stream"
+    assert "last-modified" in headers
+    with pytest.raises(NotFoundException):
+        api.head_file_as_user("GSF000000")
+
+
+def test_filter_and_query(emulator: Emulator, dataset: Dataset) -> None:
+    api = _files_api(emulator.url)
+    page = api.get_files_metadata_as_user(filter='"Data Class"=Document')
+    assert [d["genestack:name"] for d in page.data] == ["small.txt"]
+    page = api.get_files_metadata_as_user(filter="sample_id=S1 OR sample_id=S2")
+    assert sorted(d["genestack:name"] for d in page.data) == ["sample.bin", "small.txt"]
+    page = api.get_files_metadata_as_user(filter="genestack:name=file-00*.txt")
+    assert page.meta.pagination.total == 100
+    page = api.get_files_metadata_as_user(query="transcriptomics")
+    assert [d["genestack:name"] for d in page.data] == ["sample.bin"]
+    with pytest.raises(BadRequestException):
+        api.get_files_metadata_as_user(filter='("Data Class"=Document')
+
+
+def test_errors(emulator: Emulator) -> None:
+    with pytest.raises(NotFoundException):
+        _files_api(emulator.url).get_file_metadata_by_id_as_user("GSF000000")
+    with pytest.raises(UnauthorizedException):
+        _files_api(emulator.url, token="wrong").get_files_metadata_as_user()
+    with pytest.raises(BadRequestException):
+        _files_api(emulator.url).get_files_metadata_as_user(page_limit=2001)
