@@ -1,6 +1,7 @@
 """The ``remotefs`` command line: parses arguments into calls, turns user errors into one line.
 
-Sub-commands: ``emulator`` (the platform emulator alone). A user error (a missing data
+Sub-commands: ``emulator`` (the platform emulator alone), ``demo`` (the emulator with the
+demo dataset, printing what to try). A user error (a missing data
 directory, a malformed sidecar) prints ``remotefs: error: …`` and exits 2, with no traceback.
 """
 
@@ -97,11 +98,27 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("demo", help="run the emulator with the demo dataset; print what to try")
+    p.add_argument("--cache-dir", type=Path, help="where the demo dataset is built")
+    p.set_defaults(func=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from remotefs.demo import run_demo
+
+    try:
+        return run_demo(args.cache_dir)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotefs", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"remotefs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _emulator_parser(sub)
+    _demo_parser(sub)
     return parser
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,18 @@ PROJECT = "test-user/test-project"
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_tree(tmp_path_factory.mktemp("data") / "tree")
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cache root in which the demo dataset is built once per session (apt-get download)."""
+    if shutil.which("apt-get") is None:
+        pytest.skip("the demo is built from Debian packages: needs apt-get")
+    from remotefs.emulator.demo import build_demo
+
+    root = tmp_path_factory.mktemp("cache")
+    build_demo(root)
+    return root
 
 
 @pytest.fixture(scope="session")

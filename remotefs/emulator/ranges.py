@@ -64,9 +64,9 @@ def parse_range(header: str | None, size: int) -> RangeOutcome:
             return Unsatisfiable()
         return ByteRange(max(0, size - suffix), size - 1)
     start = int(match[1])
-    end = int(match[2]) if match[2] else size - 1
-    if end < start:
+    if match[2] and int(match[2]) < start:
         return MalformedRange()
     if start >= size:
         return Unsatisfiable()
+    end = int(match[2]) if match[2] else size - 1
     return ByteRange(start, min(end, size - 1))

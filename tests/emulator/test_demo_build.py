@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -61,10 +60,8 @@ DATA_CLASSES = {"Bulk transcriptomics", "Single-cell transcriptomics", "Document
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if shutil.which("apt-get") is None:
-        pytest.skip("the demo is built from Debian packages: needs apt-get")
-    return build_demo(tmp_path_factory.mktemp("cache"))
+def demo(demo_cache: Path) -> Path:
+    return build_demo(demo_cache)
 
 
 def data_files(root: Path) -> dict[str, Path]:

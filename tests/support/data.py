@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import zipfile
 from pathlib import Path
 
 MANY = 250
@@ -45,6 +46,10 @@ def write_tree(root: Path) -> Path:
             }
         )
     )
+    with zipfile.ZipFile(root / "reads" / "archive.zip", "w") as zf:
+        zf.writestr("docs/a.txt", "a")
+        zf.writestr("b.txt", "b")
+    _write_hdf5(root / "reads" / "tiny.h5")
     many = root / "many"
     many.mkdir()
     for i in range(MANY):
@@ -59,3 +64,11 @@ def write_tree(root: Path) -> Path:
         (root / "awkward" / name).write_text(f"awkward {name}\n")
     (root / "top.txt").write_text("top level\n")
     return root
+
+
+def _write_hdf5(path: Path) -> None:
+    import h5py  # a test dependency
+
+    with h5py.File(path, "w") as f:
+        f.create_group("obs").create_dataset("cells", data=list(range(10)))
+        f.create_dataset("X", data=[[1.0, 2.0], [3.0, 4.0]])
