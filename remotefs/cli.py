@@ -113,10 +113,166 @@ def _run_demo(args: argparse.Namespace) -> int:
         raise UsageError(str(exc)) from None
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+READY_FD_ENV = "REMOTEFS_READY_FD"
+DAEMON_START_TIMEOUT = 120.0
+
+
+def parse_size(text: str) -> int:
+    """``64M``, ``10G``, ``1024`` (bytes); binary units."""
+    value = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = value[-1:] if value[-1:] in _SIZE_UNITS and value[-1:] else ""
+    number = value[: -len(unit)] if unit else value
+    try:
+        size = int(float(number) * _SIZE_UNITS[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 64M, 10G)") from None
+    if size <= 0:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return size
+
+
+def _mount_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("mount", help="mount a platform as a read-only directory tree")
+    p.add_argument("mountpoint", type=Path)
+    p.add_argument("--platform", choices=["sevenbridges", "genestack"], required=True)
+    p.add_argument("--api-url", help="SB: the API endpoint (…/v2); Genestack: the host root")
+    p.add_argument("--project", help="SB: mount this project (owner/name) as the root")
+    p.add_argument(
+        "--profile", help="SB: profile of ~/.sevenbridges/credentials (default: default)"
+    )
+    p.add_argument("--token-file", type=Path, help="Genestack: file holding the API token")
+    p.add_argument("--cache-dir", type=Path, help="default: $XDG_CACHE_HOME/remotefs")
+    p.add_argument("--cache-size", type=parse_size, default=parse_size("10G"), help="default 10G")
+    p.add_argument("--ttl", type=float, default=60.0, help="seconds listings are trusted")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds before a read gets EIO")
+    p.add_argument("--allow-other", action="store_true", help="let other users read the mount")
+    p.add_argument("--foreground", action="store_true", help="stay in the foreground")
+    p.add_argument("--debug", action="store_true", help="log at DEBUG level")
+    p.set_defaults(func=_run_mount)
+
+    u = sub.add_parser("umount", help="unmount a remotefs mount")
+    u.add_argument("mountpoint", type=Path)
+    u.set_defaults(func=_run_umount)
+
+
+def setup_logging(debug: bool) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    # httpx logs every request line at INFO, signed URLs included: keep it quiet.
+    for noisy in ("httpx", "httpcore", "hpack"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _mount_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from remotefs.mount import MountConfig
+
+    return MountConfig(
+        mountpoint=args.mountpoint.absolute(),
+        platform=args.platform,
+        api_url=args.api_url,
+        project=args.project,
+        profile=args.profile,
+        token_file=args.token_file,
+        cache_dir=(args.cache_dir or default_cache_root()).absolute(),
+        cache_size=args.cache_size,
+        allow_other=args.allow_other,
+        ttl=args.ttl,
+        deadline=args.timeout,
+    )
+
+
+def _run_mount(args: argparse.Namespace) -> int:
+    if not args.foreground:
+        return _daemonize(args)
+    import trio
+
+    from remotefs.credentials import CredentialsError
+    from remotefs.mount import MountError, serve
+
+    setup_logging(args.debug)
+    ready_fd = int(os.environ.pop(READY_FD_ENV, "-1"))
+
+    def on_ready() -> None:
+        if ready_fd >= 0:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
+
+    try:
+        trio.run(serve, _mount_config(args), on_ready)
+    except (MountError, CredentialsError) as exc:
+        if ready_fd >= 0:
+            os.write(ready_fd, f"error: {exc}\n".encode())
+        raise UsageError(str(exc)) from None
+    return 0
+
+
+def _daemonize(args: argparse.Namespace) -> int:
+    """Start ``mount --foreground`` detached; return once it has mounted (or failed)."""
+    import selectors
+    import subprocess
+    import time
+
+    cache_dir = (args.cache_dir or default_cache_root()).absolute()
+    cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    read_end, write_end = os.pipe()
+    argv = [a for a in sys.argv[1:]]
+    cmd = [sys.executable, "-m", "remotefs", *argv, "--foreground"]
+    env = dict(os.environ, **{READY_FD_ENV: str(write_end)})
+    with open(cache_dir / "mount.log", "ab") as log_file:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            env=env,
+            pass_fds=(write_end,),
+            start_new_session=True,
+        )
+    os.close(write_end)
+    answer = b""
+    deadline = time.monotonic() + DAEMON_START_TIMEOUT
+    with selectors.DefaultSelector() as sel, os.fdopen(read_end, "rb", buffering=0) as pipe:
+        sel.register(pipe, selectors.EVENT_READ)
+        while not answer.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(left):
+                raise UsageError(f"the mount did not start in {DAEMON_START_TIMEOUT:.0f} s")
+            chunk = pipe.read(4096)
+            if not chunk:
+                break
+            answer += chunk
+    text = answer.decode(errors="replace").strip()
+    if text == "ready":
+        return 0
+    if proc.poll() is None:
+        proc.wait(timeout=10)
+    raise UsageError(
+        text.removeprefix("error: ")
+        or f"the mount process exited ({proc.returncode}); see {cache_dir / 'mount.log'}"
+    )
+
+
+def _run_umount(args: argparse.Namespace) -> int:
+    import subprocess
+
+    done = subprocess.run(
+        ["fusermount3", "-u", str(args.mountpoint)], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise UsageError(done.stderr.strip() or f"cannot unmount {args.mountpoint}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="remotefs", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"remotefs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    _mount_parser(sub)
     _emulator_parser(sub)
     _demo_parser(sub)
     return parser

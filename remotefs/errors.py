@@ -1,0 +1,74 @@
+"""Domain errors and the one table that turns them into errno values.
+
+::
+
+    RemoteError                  anything that went wrong talking to a platform
+    ├── NotFound                 the ID or name does not exist (any more)          ENOENT
+    ├── AccessDenied             401/403 that is not an expired signed URL        EACCES
+    ├── Stale                    the file changed under an open handle             ESTALE
+    ├── Transient                network/5xx/429 that outlived retries/deadline   EIO
+    └── ProtocolError            the server answered something impossible          EIO
+    ReadOnly                     any write                                         EROFS
+
+Only :func:`to_errno` maps exceptions to errno values; only ``pyfuse3.FUSEError`` leaves a
+FUSE handler (see ``remotefs.fs.operations``). An unknown exception maps to EIO.
+Messages never contain credentials: callers pass URLs through :func:`redact_url` first.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+
+
+class RemoteError(Exception):
+    """A failure talking to a platform."""
+
+
+class NotFound(RemoteError):
+    pass
+
+
+class AccessDenied(RemoteError):
+    pass
+
+
+class Stale(RemoteError):
+    pass
+
+
+class Transient(RemoteError):
+    pass
+
+
+class ProtocolError(RemoteError):
+    pass
+
+
+class ReadOnly(Exception):
+    pass
+
+
+ERRNO_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
+    (NotFound, errno.ENOENT),
+    (AccessDenied, errno.EACCES),
+    (Stale, errno.ESTALE),
+    (Transient, errno.EIO),
+    (ProtocolError, errno.EIO),
+    (ReadOnly, errno.EROFS),
+)
+
+
+def to_errno(exc: BaseException) -> int:
+    for kind, number in ERRNO_BY_ERROR:
+        if isinstance(exc, kind):
+            return number
+    return errno.EIO
+
+
+_SECRET_PARAMS = re.compile(r"(?i)(Signature|X-Amz-Signature|X-Amz-Credential|token)=[^&\s]*")
+
+
+def redact_url(url: str) -> str:
+    """A URL fit for logs and messages: signatures and tokens replaced by ``***``."""
+    return _SECRET_PARAMS.sub(r"\1=***", url)

@@ -1,0 +1,137 @@
+"""Run one mount: credentials → backend check → FUSE session → serve until unmounted.
+
+Order of events (each step fails with a one-line ``MountError`` before anything is mounted):
+
+1. the mount point is checked (exists, is a directory, is empty; a dead FUSE mount left by a
+   killed process is detached with ``fusermount3 -uz`` and reported);
+2. the backend checks the credentials and the target (``check()``, under the deadline);
+3. ``pyfuse3.init`` mounts read-only; ``on_ready`` is called (the daemonising parent is told,
+   systemd gets ``READY=1``);
+4. ``pyfuse3.main`` serves until ``fusermount3 -u`` or SIGINT/SIGTERM, which call
+   ``pyfuse3.terminate``; then the session is closed and the mount point released.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyfuse3
+import trio
+
+from remotefs.backends import open_backend
+from remotefs.cache.blockcache import BlockCache
+from remotefs.errors import AccessDenied, NotFound, RemoteError
+from remotefs.fs.namespace import Namespace
+from remotefs.fs.operations import Operations
+from remotefs.http import make_client
+from remotefs.systemd import notify
+
+log = logging.getLogger(__name__)
+
+
+class MountError(Exception):
+    """A problem found before mounting; printed as one line."""
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    mountpoint: Path
+    platform: str  # "sevenbridges" | "genestack"
+    api_url: str | None = None
+    project: str | None = None
+    profile: str | None = None
+    token_file: Path | None = None
+    cache_dir: Path = Path("~/.cache/remotefs")
+    cache_size: int = 10 << 30
+    allow_other: bool = False
+    ttl: float = 60.0
+    """Seconds a directory listing (and the kernel's attributes) are trusted."""
+    deadline: float = 30.0
+    """Seconds any one filesystem operation may wait for the network before EIO."""
+
+
+def check_mountpoint(path: Path) -> None:
+    try:
+        entries = os.listdir(path)
+    except FileNotFoundError:
+        raise MountError(f"mount point {path} does not exist") from None
+    except NotADirectoryError:
+        raise MountError(f"mount point {path} is not a directory") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:  # a FUSE mount whose process died
+            subprocess.run(["fusermount3", "-u", "-z", str(path)], check=False, capture_output=True)
+            log.warning("%s was a stale mount (its process died); detached it", path)
+            return check_mountpoint(path)
+        raise MountError(f"mount point {path}: {exc.strerror}") from None
+    if entries:
+        raise MountError(f"mount point {path} is not empty")
+
+
+def fuse_options(config: MountConfig) -> set[str]:
+    options = set(pyfuse3.default_options)
+    options |= {"ro", "noatime", f"fsname=remotefs-{config.platform}", "subtype=remotefs"}
+    if config.allow_other:
+        options.add("allow_other")
+    return options
+
+
+async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None) -> None:
+    check_mountpoint(config.mountpoint)
+    async with make_client() as client:
+        backend = open_backend(config, client)
+        try:
+            with trio.fail_after(config.deadline):
+                await backend.check()
+        except AccessDenied as exc:
+            raise MountError(str(exc)) from None
+        except NotFound as exc:
+            raise MountError(str(exc)) from None
+        except (RemoteError, trio.TooSlowError) as exc:
+            raise MountError(
+                f"cannot reach the platform at {config.api_url or 'its API'}: {exc}"
+            ) from None
+        cache = BlockCache(
+            config.cache_dir / "blocks",
+            size_limit=config.cache_size,
+            fetch=backend.read,
+            namespace=f"{backend.xattr_namespace}@{getattr(backend, 'cache_scope', '')}",
+        )
+        try:
+            ops = Operations(
+                Namespace(backend, ttl=config.ttl), cache, ttl=config.ttl, deadline=config.deadline
+            )
+            pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
+            unmount = True
+            try:
+                on_ready()
+                notify("READY=1")
+                log.info("mounted %s at %s", config.platform, config.mountpoint)
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_terminate_on_signal)
+                    await pyfuse3.main()
+                    nursery.cancel_scope.cancel()
+            except BaseException:
+                unmount = True
+                raise
+            finally:
+                notify("STOPPING=1")
+                pyfuse3.close(unmount=unmount)
+                log.info("unmounted %s", config.mountpoint)
+        finally:
+            cache.close()
+            await backend.aclose()
+
+
+async def _terminate_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("signal %s: unmounting", signal.Signals(signum).name)
+            pyfuse3.terminate()
+            return
