@@ -108,7 +108,7 @@ def test_writes_are_erofs(mounted: Mount, demo_tree: Path, request) -> None:
     expected = mount_files(demo_tree, _platform(request))
     rel = next(iter(expected))
     with pytest.raises(OSError) as info:
-        open(mounted.path / rel, "r+b")
+        os.open(mounted.path / rel, os.O_RDWR)
     assert info.value.errno == errno.EROFS
     with pytest.raises(OSError) as info:
         os.mkdir(mounted.path / "new-dir")
@@ -117,5 +117,5 @@ def test_writes_are_erofs(mounted: Mount, demo_tree: Path, request) -> None:
         os.unlink(mounted.path / rel)
     assert info.value.errno == errno.EROFS
     with pytest.raises(OSError) as info:
-        open(mounted.path / "new-file", "wb")
+        os.open(mounted.path / "new-file", os.O_WRONLY | os.O_CREAT, 0o644)
     assert info.value.errno == errno.EROFS

@@ -39,6 +39,13 @@ class Emulator:
     def configure(self, **knobs: Any) -> None:
         httpx.post(f"{self.url}/_emulator/config", json=knobs, timeout=10).raise_for_status()
 
+    def kill(self) -> None:
+        """SIGKILL: the platform vanishes without a goodbye (fault tests)."""
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -1,0 +1,116 @@
+"""Request economy, asserted with the emulator's counters, on fresh (cold) mounts."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.mount.conftest import mount_args, odm_env, sb_env
+from tests.support.emulator import Emulator
+from tests.support.fuse import Mount, start_mount
+
+STORAGE = {"sevenbridges": "sb.storage", "genestack": "odm.download"}
+
+
+@pytest.fixture(params=["sevenbridges", "genestack"])
+def platform(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def _mount(platform: str, emulator: Emulator, base: Path, cache: Path | None = None) -> Mount:
+    env = sb_env(emulator) if platform == "sevenbridges" else odm_env(emulator)
+    mnt = base / f"m{len(list(base.glob('m*')))}"
+    return start_mount(
+        mnt, mount_args(platform, emulator, cache or base / "cache"), env, base / "mount.log"
+    )
+
+
+@pytest.fixture
+def cold(platform: str, demo_emulator: Emulator, tmp_path: Path) -> Iterator[Mount]:
+    mount = _mount(platform, demo_emulator, tmp_path)
+    try:
+        yield mount
+    finally:
+        try:
+            assert mount.unmount() == 0
+        finally:
+            mount.cleanup()
+
+
+def _ls_l(path: Path) -> str:
+    done = subprocess.run(["ls", "-l", str(path)], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_cold_ls_l_of_a_big_folder(
+    platform: str, cold: Mount, demo_emulator: Emulator, demo_dataset
+) -> None:
+    folder = cold.path / ("many" if platform == "sevenbridges" else "all")
+    os.listdir(cold.path)  # the root listing is not what is measured
+    demo_emulator.reset()
+    listing = _ls_l(folder)
+    stats = demo_emulator.stats()["requests"]
+    if platform == "sevenbridges":
+        assert listing.count("\n") == 260 + 1  # "total" line
+        assert stats == {"sb.files.list": 3}  # 260 entries, 100 per page, nothing per file
+    else:
+        files = len(demo_dataset.odm_files)
+        assert stats == {"odm.files.list": 1, "odm.head": files}  # sizes: one HEAD per file
+    demo_emulator.reset()
+    assert _ls_l(folder) == listing
+    os.stat(folder / listing.splitlines()[-1].split()[-1])
+    assert demo_emulator.stats()["total_requests"] == 0  # within the TTL: nothing
+
+
+def test_missing_names_cost_nothing(platform: str, cold: Mount, demo_emulator: Emulator) -> None:
+    folder = cold.path / ("bam" if platform == "sevenbridges" else "all")
+    names = os.listdir(folder)
+    assert "ex1.bam" in names
+    demo_emulator.reset()
+    for probe in ("ex1.bam.csi", "ex1.csi", ".hidden", ".Trash", ".Trash-0"):
+        with pytest.raises(FileNotFoundError) as info:
+            os.stat(folder / probe)
+        assert info.value.errno == errno.ENOENT
+    assert os.getxattr(folder / "ex1.bam", "user.remotefs.name") == b"ex1.bam"
+    with pytest.raises(OSError) as info:
+        os.getxattr(folder / "ex1.bam", "security.selinux")
+    assert info.value.errno == errno.ENODATA
+    os.listxattr(folder / "ex1.bam")
+    assert demo_emulator.stats()["total_requests"] == 0
+
+
+def test_region_query_twice_then_after_remount(
+    platform: str, demo_emulator: Emulator, tmp_path: Path
+) -> None:
+    cache = tmp_path / "shared-cache"
+    folder = "bam" if platform == "sevenbridges" else "all"
+    cmd = ["samtools", "view", "-c"]
+    outputs = []
+    for round_ in range(2):
+        mount = _mount(platform, demo_emulator, tmp_path, cache)
+        try:
+            bam = mount.path / folder / "ex1.bam"
+            os.listdir(mount.path / folder)
+            for run in range(2):
+                demo_emulator.reset()
+                done = subprocess.run(
+                    [*cmd, str(bam), "seq1:100-1000"], capture_output=True, text=True
+                )
+                assert done.returncode == 0, done.stderr
+                outputs.append(done.stdout)
+                fetched = demo_emulator.requests(STORAGE[platform])
+                if round_ == 0 and run == 0:
+                    assert fetched > 0  # cold: bytes came from the platform
+                else:
+                    assert fetched == 0, (round_, run)  # page cache, memory, then the disk cache
+        finally:
+            try:
+                assert mount.unmount() == 0
+            finally:
+                mount.cleanup()
+    assert len(set(outputs)) == 1 and int(outputs[0]) > 0
