@@ -1,7 +1,7 @@
 """The ``remotefs`` command line: parses arguments into calls, turns user errors into one line.
 
-Sub-commands: ``emulator`` (the platform emulator alone), ``demo`` (the emulator with the
-demo dataset, printing what to try). A user error (a missing data
+Sub-commands: ``mount`` / ``umount``, ``emulator`` (the platform emulator alone), ``demo``
+(the emulator with the demo dataset, mounted, printing what to try). A user error (a missing data
 directory, a malformed sidecar) prints ``remotefs: error: …`` and exits 2, with no traceback.
 """
 
@@ -99,17 +99,18 @@ def _run_emulator(args: argparse.Namespace) -> int:
 
 
 def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("demo", help="run the emulator with the demo dataset; print what to try")
-    p.add_argument("--cache-dir", type=Path, help="where the demo dataset is built")
+    p = sub.add_parser("demo", help="the emulator with the demo dataset, mounted; what to try")
+    p.add_argument("mountpoint", type=Path, nargs="?", default=Path("remotefs-demo"))
+    p.add_argument("--cache-dir", type=Path, help="where the demo dataset and cache live")
     p.set_defaults(func=_run_demo)
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from remotefs.demo import run_demo
+    from remotefs.demo import DemoError, run_demo
 
     try:
-        return run_demo(args.cache_dir)
-    except RuntimeError as exc:
+        return run_demo(args.mountpoint, args.cache_dir)
+    except DemoError as exc:
         raise UsageError(str(exc)) from None
 
 

@@ -1,56 +1,60 @@
-"""``remotefs demo``: the emulator with the demo dataset, in one command.
+"""``remotefs demo [MOUNTPOINT]``: the emulator with the demo dataset, mounted, in one command.
 
-It starts ``remotefs emulator --demo`` as a child process on a free loopback port, prints a
-few commands to try, and waits. Ctrl-C (SIGINT) or SIGTERM stops the child by its PID and
-exits; nothing is left running. The demo token is a fixed, public value: it opens only this
-local emulator.
+It starts ``remotefs emulator --demo`` on a free loopback port, then two mounts of it —
+``MOUNTPOINT/sevenbridges`` (the demo project) and ``MOUNTPOINT/genestack`` (ODM's
+``studies/`` and ``all/``) — each ``remotefs mount --foreground`` in its own process, prints
+a few commands to try and waits. Ctrl-C or SIGTERM unmounts both (``fusermount3 -u``), stops
+the mount processes and the emulator, by PID, in that order, and removes the directories it
+created: nothing is left mounted or running.
+
+Children run in their own sessions, so a terminal's Ctrl-C reaches only this process, which
+then stops them in order. The demo token is a fixed, public value: it opens only this local
+emulator, and it reaches the mounts through their environment, never their command line.
 """
 
 from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEMO_TOKEN = "demo-token"
-START_TIMEOUT = 600.0  # the first run downloads and builds the dataset
+DEMO_PROJECT = "demo-user/demo"
+EMULATOR_START_TIMEOUT = 600.0  # the first run downloads and builds the dataset
+MOUNT_START_TIMEOUT = 60.0
 
 
-def start_emulator(
-    cache_dir: Path | None, extra: list[str] | None = None
-) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``remotefs emulator --demo``; return the process and its base URL."""
-    cmd = [sys.executable, "-m", "remotefs", "emulator", "--demo", "--port", "0", *(extra or [])]
-    if cache_dir is not None:
-        cmd += ["--cache-dir", str(cache_dir)]
-    env = dict(os.environ, REMOTEFS_EMULATOR_TOKENS=DEMO_TOKEN)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, bufsize=0)
-    assert proc.stdout is not None
+class DemoError(RuntimeError):
+    pass
+
+
+def _read_line(fd: int, timeout: float, what: str) -> str:
     line = b""
-    deadline = time.monotonic() + START_TIMEOUT
+    deadline = time.monotonic() + timeout
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         while not line.endswith(b"\n"):
             left = deadline - time.monotonic()
             if left <= 0 or not sel.select(left):
-                stop(proc)
-                raise RuntimeError("the emulator did not start in time")
-            byte = os.read(proc.stdout.fileno(), 1)
-            if not byte:
-                raise RuntimeError(f"the emulator exited with status {proc.wait()}")
-            line += byte
-    return proc, line.decode().strip().removeprefix("listening on ")
+                raise DemoError(f"{what} did not start within {timeout:.0f} s")
+            chunk = os.read(fd, 1)
+            if not chunk:
+                break
+            line += chunk
+    return line.decode(errors="replace").strip()
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
+def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -58,40 +62,124 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         proc.stdout.close()
 
 
-def hints(url: str) -> str:
-    sb = f'-H "X-SBG-Auth-Token: {DEMO_TOKEN}"'
-    odm = f'-H "Genestack-API-Token: {DEMO_TOKEN}"'
+@dataclass
+class Demo:
+    root: Path
+    cache_dir: Path | None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    mounts: list[Path] = field(default_factory=list)
+    created: list[Path] = field(default_factory=list)
+    url: str = ""
+
+    def _mkdir(self, path: Path) -> None:
+        if not path.exists():
+            path.mkdir()
+            self.created.append(path)
+
+    def start(self) -> None:
+        cmd = [sys.executable, "-m", "remotefs", "emulator", "--demo", "--port", "0"]
+        if self.cache_dir is not None:
+            cmd += ["--cache-dir", str(self.cache_dir)]
+        env = dict(os.environ, REMOTEFS_EMULATOR_TOKENS=DEMO_TOKEN)
+        emulator = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, env=env, bufsize=0, start_new_session=True
+        )
+        self.procs.append(emulator)
+        assert emulator.stdout is not None
+        line = _read_line(emulator.stdout.fileno(), EMULATOR_START_TIMEOUT, "the emulator")
+        if not line.startswith("listening on "):
+            raise DemoError(f"the emulator failed (exit {emulator.wait()})")
+        self.url = line.removeprefix("listening on ")
+        self._mkdir(self.root)
+        self._mount(
+            "sevenbridges",
+            ["--api-url", f"{self.url}/v2", "--project", DEMO_PROJECT],
+            {"SB_AUTH_TOKEN": DEMO_TOKEN},
+        )
+        self._mount("genestack", ["--api-url", self.url], {"GENESTACK_API_TOKEN": DEMO_TOKEN})
+
+    def _mount(self, platform: str, args: list[str], secrets: dict[str, str]) -> None:
+        mountpoint = self.root / platform
+        self._mkdir(mountpoint)
+        read_end, write_end = os.pipe()
+        env = dict(os.environ, **secrets, REMOTEFS_READY_FD=str(write_end))
+        cmd = [
+            sys.executable,
+            "-m",
+            "remotefs",
+            "mount",
+            str(mountpoint),
+            "--foreground",
+            "--platform",
+            platform,
+            *args,
+        ]
+        if self.cache_dir is not None:
+            cmd += ["--cache-dir", str(self.cache_dir)]
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, env=env, pass_fds=(write_end,), start_new_session=True
+        )
+        os.close(write_end)
+        self.procs.append(proc)
+        try:
+            answer = _read_line(read_end, MOUNT_START_TIMEOUT, f"the {platform} mount")
+        finally:
+            os.close(read_end)
+        if answer != "ready":
+            raise DemoError(answer.removeprefix("error: ") or f"the {platform} mount failed")
+        self.mounts.append(mountpoint)
+
+    def stop(self) -> None:
+        for mountpoint in reversed(self.mounts):
+            subprocess.run(["fusermount3", "-u", str(mountpoint)], capture_output=True)
+        for proc in reversed(self.procs):  # mounts first, the emulator last
+            _stop(proc)
+        for mountpoint in self.mounts:  # a mount process that died: detach what it left
+            if os.path.ismount(mountpoint):
+                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
+        for path in reversed(self.created):
+            shutil.rmtree(path, ignore_errors=True) if not os.path.ismount(path) else None
+
+
+def hints(demo: Demo) -> str:
+    sb, odm = demo.root / "sevenbridges", demo.root / "genestack"
     return f"""
-remotefs demo: the emulator is serving the demo dataset at {url}
-  Seven Bridges API: {url}/v2      Genestack ODM API: {url}/api/v1/as-user
-  token (both): {DEMO_TOKEN}
+remotefs demo: the demo dataset, served by a local emulator at {demo.url}, is mounted:
+  {sb}   the Seven Bridges project {DEMO_PROJECT}
+  {odm}     Genestack ODM: studies/ and all/
 
 Try:
-  curl -s {sb} '{url}/v2/projects/?fields=_all'
-  curl -s {sb} '{url}/v2/files?project=demo-user/demo&fields=_all&limit=100'
-  curl -s {odm} '{url}/api/v1/as-user/files?filter=%22Data%20Class%22=Epigenomics'
-  curl -s {odm} -r 0-3 '{url}/api/v1/as-user/files/ACCESSION/download' | xxd
-  curl -s '{url}/_emulator/stats'
+  ls -l {sb}/bam {odm}/studies
+  samtools view -c {sb}/bam/ex1.bam seq1:100-1000
+  samtools view -H {odm}/all/range.bam | head
+  getfattr -d {sb}/bam/ex1.bam
+  md5sum {sb}/big/random-1GiB.bin
+  curl -s {demo.url}/_emulator/stats     # what crossed the "network"
 
-Ctrl-C stops it.
+Ctrl-C unmounts and stops everything.
 """
 
 
-def run_demo(cache_dir: Path | None) -> int:
-    """Run until Ctrl-C or SIGTERM; return 0 then, 1 if the emulator died on its own."""
-    proc, url = start_emulator(cache_dir)  # before blocking signals: children inherit the mask
+def run_demo(mountpoint: Path, cache_dir: Path | None) -> int:
+    """Run until Ctrl-C or SIGTERM; return 0 then, 1 if a child died on its own."""
+    demo = Demo(mountpoint.absolute(), cache_dir)
     waited = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
-    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     stopped_by_user = False
     try:
-        print(hints(url), flush=True)
-        while proc.poll() is None:
-            info = signal.sigtimedwait(waited, 1.0)
-            if info is not None and info.si_signo != signal.SIGCHLD:
-                stopped_by_user = True
-                break
+        demo.start()
+        print(hints(demo), flush=True)
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, waited)
+        try:
+            while all(p.poll() is None for p in demo.procs):
+                info = signal.sigtimedwait(waited, 1.0)
+                if info is not None and info.si_signo != signal.SIGCHLD:
+                    stopped_by_user = True
+                    break
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+    except KeyboardInterrupt:
+        stopped_by_user = True
     finally:
-        stop(proc)
-        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
-    print("remotefs demo: stopped", flush=True)
+        demo.stop()
+    print("remotefs demo: unmounted and stopped", flush=True)
     return 0 if stopped_by_user else 1

@@ -41,30 +41,38 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_demo_serves_and_stops_on_ctrl_c(demo_cache: Path) -> None:
-    cmd = [sys.executable, "-m", "remotefs", "demo", "--cache-dir", str(demo_cache)]
+def test_demo_mounts_and_stops_on_ctrl_c(demo_cache: Path, tmp_path: Path) -> None:
+    root = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "remotefs", "demo", str(root), "--cache-dir", str(demo_cache)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, bufsize=0)
+    children: list[int] = []
     try:
-        out = _read_until(proc, b"Ctrl-C stops it.", 120).decode()
-        url = out.split("serving the demo dataset at ")[1].split()[0]
+        out = _read_until(proc, b"Ctrl-C unmounts and stops everything.", 180).decode()
+        url = out.split("served by a local emulator at ")[1].split(",")[0]
         children = _children(proc.pid)
-        assert len(children) == 1
-        r = httpx.get(
-            f"{url}/v2/projects/demo-user/demo", headers={"X-SBG-Auth-Token": "demo-token"}
-        )
-        assert r.status_code == 200 and r.json()["id"] == "demo-user/demo"
-        r = httpx.get(
-            f"{url}/api/v1/as-user/files",
-            params={"filter": "genestack:name=random-1GiB.bin"},
-            headers={"Genestack-API-Token": "demo-token"},
-        )
-        assert r.json()["data"][0]["genestack:name"] == "random-1GiB.bin"
+        assert len(children) == 3  # the emulator and two mounts
+        sb, odm = root / "sevenbridges", root / "genestack"
+        assert os.path.ismount(sb) and os.path.ismount(odm)
+        assert "ex1.bam" in os.listdir(sb / "bam")
+        assert "ex1.bam" in os.listdir(odm / "all")
+        assert str(sb / "bam/ex1.bam") in out  # the hints name real paths
+        r = httpx.get(f"{url}/_emulator/stats")
+        assert r.json()["requests"]["sb.files.list"] >= 1
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
+        assert proc.wait(timeout=60) == 0
         assert not any(_alive(pid) for pid in children)
+        assert not root.exists()  # it made the directories, it removed them
+        mounts = Path("/proc/mounts").read_text()
+        assert str(root) not in mounts
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        for sub in ("sevenbridges", "genestack"):
+            if os.path.ismount(root / sub):
+                subprocess.run(["fusermount3", "-u", "-z", str(root / sub)], check=False)
         assert proc.stdout is not None
         proc.stdout.close()
