@@ -1,0 +1,339 @@
+"""Genestack ODM "files as user" (spec part B) as a :class:`~remotefs.backends.base.Backend`.
+
+Namespace (design.md §2): ODM files are flat and keyed by accession, so the directories are
+derived. The root (``odm:root``) holds ``studies`` (``odm:studies``) and ``all``
+(``odm:all``); ``studies`` holds one directory per study, ``<study name> [<accession>]``
+(``odm:study:<accession>``), listing the files linked to it
+(``GET …/integration/link/files/by/study/{accession}``, a bare JSON array); ``all`` lists
+every file visible to the user (``GET …/files``, paged by ``meta.pagination.total``: after the
+first page of 2000 the rest are fetched concurrently).
+
+Sizes: no size is documented in ODM metadata (A19). A size key is used if one is present
+(``genestack:file.size`` or ``size``, an integer); otherwise the size is the ``Content-Length``
+of ``HEAD …/files/{accession}/download`` (A20). HEADs for a listing are issued concurrently
+(at most :data:`HEAD_CONCURRENCY` at once) and concurrent listings share them per accession
+(:class:`SingleFlight`). Sizes are cached per accession, with the metadata's update time they
+were learned under: a re-listing issues no HEAD for a file whose ``genestack:file.last-update``
+(or ``genestack:dateCreated``) is unchanged, for the life of the backend.
+
+Times: ``genestack:file.last-update`` or ``genestack:dateCreated`` when present and parseable
+(A19), else the HEAD's ``Last-Modified`` when a HEAD was made, else 0.
+``version`` is ``<size>-<mtime_ns>``.
+
+Reading: ``GET …/files/{accession}/download`` with one ``Range`` and
+``Accept: application/octet-stream``; a 206 must match the range exactly (A23; see
+:func:`~remotefs.http.range_body`). The token travels in ``Genestack-API-Token`` or, for an
+OAuth access token, ``Authorization: Bearer``; never both (spec 2.2). ODM documents no rate
+limit; a 429's ``Retry-After`` is honoured by :func:`~remotefs.http.send` (A24). The client
+belongs to the caller; :meth:`aclose` only drops the caches.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from remotefs.credentials import Secret, as_secret
+from remotefs.errors import AccessDenied, NotFound, ProtocolError
+from remotefs.http import (
+    DEFAULT_POLICY,
+    RetryPolicy,
+    SingleFlight,
+    gather_limited,
+    parse_http_date_ns,
+    parse_iso8601_ns,
+    range_body,
+    range_header,
+    send,
+)
+from remotefs.model import RemoteEntry
+
+log = logging.getLogger(__name__)
+
+API = "/api/v1/as-user"
+PAGE_LIMIT = 2000
+"""The API's maximum ``pageLimit`` (A27): fewest requests per listing."""
+PAGE_CONCURRENCY = 8
+"""Listing pages fetched at once after the first."""
+HEAD_CONCURRENCY = 16
+"""HEADs in flight at once while sizing a listing: fast without flooding the server."""
+
+ROOT_ID = "odm:root"
+STUDIES_ID = "odm:studies"
+ALL_ID = "odm:all"
+STUDY_PREFIX = "odm:study:"
+ACCESSION = "genestack:accession"
+NAME = "genestack:name"
+SIZE_KEYS = ("genestack:file.size", "size")
+"""Size keys accepted if a server has them (none is documented, A19)."""
+TIME_KEYS = ("genestack:file.last-update", "genestack:dateCreated")
+"""Modification time keys, most specific first (A19)."""
+STUDY_NAME_KEYS = ("Study Title", NAME)
+
+
+@dataclass(frozen=True)
+class _Sized:
+    size: int
+    last_modified_ns: int | None
+    stamp: str | None
+    """The metadata's update time when the size was learned; a new one invalidates it."""
+
+
+class GenestackBackend:
+    """All ODM files visible to one user, by study and all together."""
+
+    xattr_namespace = "odm"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        api_url: str,
+        token: Secret | str,
+        bearer: bool,
+        policy: RetryPolicy = DEFAULT_POLICY,
+    ) -> None:
+        self._client = client
+        self._host = api_url.rstrip("/")
+        self._token = as_secret(token)
+        self._bearer = bearer
+        self._policy = policy
+        self._sizes: dict[str, _Sized] = {}
+        self._head_flights: SingleFlight[str, _Sized | None] = SingleFlight()
+        self.cache_scope = self._host
+        """Where the accessions come from (the host root): keeps the block caches of two
+        servers apart. Holds no secret."""
+
+    # --- requests -------------------------------------------------------------------------
+
+    def _auth(self) -> dict[str, str]:
+        if self._bearer:
+            return {"Authorization": f"Bearer {self._token.reveal()}"}
+        return {"Genestack-API-Token": self._token.reveal()}
+
+    async def _get_json(
+        self, path: str, params: Mapping[str, str | int] | None, deadline: float
+    ) -> Any:
+        response = await send(
+            self._client,
+            "GET",
+            f"{self._host}{API}{path}",
+            headers={**self._auth(), "Accept": "application/json"},
+            params=params,
+            deadline=deadline,
+            policy=self._policy,
+        )
+        try:
+            return response.json()
+        except ValueError:
+            raise ProtocolError(f"GET {API}{path}: the answer is not JSON") from None
+
+    async def _paged(self, path: str, deadline: float) -> list[dict[str, Any]]:
+        """Every object of a ``ListResponse`` (spec 2.5): first page, then the rest at once."""
+        first = await self._get_json(path, {"pageLimit": PAGE_LIMIT, "pageOffset": 0}, deadline)
+        data, total = _page(first, path)
+        offsets = range(PAGE_LIMIT, total, PAGE_LIMIT)
+
+        async def page(offset: int) -> list[dict[str, Any]]:
+            body = await self._get_json(
+                path, {"pageLimit": PAGE_LIMIT, "pageOffset": offset}, deadline
+            )
+            return _page(body, path)[0]
+
+        for more in await gather_limited([lambda o=o: page(o) for o in offsets], PAGE_CONCURRENCY):
+            data.extend(more)
+        return data
+
+    # --- Backend protocol -----------------------------------------------------------------
+
+    async def check(self) -> None:
+        try:
+            await self._get_json("/files", {"pageLimit": 0}, self._policy.deadline())  # A28
+        except AccessDenied as exc:
+            raise AccessDenied(f"the Genestack token was refused ({exc})") from None
+
+    def root(self) -> RemoteEntry:
+        return RemoteEntry(id=ROOT_ID, name="", is_dir=True)
+
+    async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
+        deadline = self._policy.deadline()
+        if directory.id == ROOT_ID:
+            return [
+                RemoteEntry(id=STUDIES_ID, name="studies", is_dir=True),
+                RemoteEntry(id=ALL_ID, name="all", is_dir=True),
+            ]
+        if directory.id == STUDIES_ID:
+            studies = await self._paged("/studies", deadline)
+            return [entry for s in studies if (entry := _study_entry(s)) is not None]
+        if directory.id == ALL_ID:
+            return await self._file_entries(await self._paged("/files", deadline), deadline)
+        if directory.id.startswith(STUDY_PREFIX):
+            accession = directory.id[len(STUDY_PREFIX) :]
+            path = f"/integration/link/files/by/study/{quote(accession, safe='')}"
+            files = await self._get_json(path, None, deadline)
+            if not isinstance(files, list):
+                raise ProtocolError(f"GET {API}{path}: expected a JSON array")
+            return await self._file_entries(files, deadline)
+        raise NotFound(f"{directory.id}: not an ODM directory")
+
+    async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0:
+            raise ValueError(f"read of {size} bytes at {offset}")
+        length = min(size, entry.size - offset)
+        if length <= 0:
+            return b""
+        response = await send(
+            self._client,
+            "GET",
+            self._download_url(entry.id),
+            headers={
+                **self._auth(),
+                "Range": range_header(offset, length),
+                "Accept": "application/octet-stream",
+                "Accept-Encoding": "identity",
+            },
+            deadline=self._policy.deadline(),
+            policy=self._policy,
+            expected=(200, 206),
+            raw=True,
+        )
+        return range_body(response, offset, length, entry.size, f"file {entry.id} ({entry.name!r})")
+
+    async def aclose(self) -> None:
+        self._sizes.clear()
+
+    # --- entries and sizes ----------------------------------------------------------------
+
+    def _download_url(self, accession: str) -> str:
+        return f"{self._host}{API}/files/{quote(accession, safe='')}/download"
+
+    async def _file_entries(self, objects: list[Any], deadline: float) -> list[RemoteEntry]:
+        """Entries for metadata objects, in order, every size known (HEADs concurrent)."""
+        files = []
+        for obj in objects:
+            if (
+                isinstance(obj, dict)
+                and isinstance(obj.get(ACCESSION), str)
+                and obj[ACCESSION]
+                and isinstance(obj.get(NAME), str)
+            ):
+                files.append(obj)
+            else:
+                log.warning("skipping an ODM object without an accession or name: %.200r", obj)
+        sized = await gather_limited(
+            [lambda obj=obj: self._size_of(obj, deadline) for obj in files], HEAD_CONCURRENCY
+        )
+        entries = []
+        for obj, info in zip(files, sized, strict=True):
+            if info is not None:
+                entries.append(_file_entry(obj, info))
+        return entries
+
+    async def _size_of(self, obj: Mapping[str, Any], deadline: float) -> _Sized | None:
+        """The file's size from its metadata, the cache, or a HEAD; ``None``: it is gone."""
+        stamp = _stamp(obj)
+        for key in SIZE_KEYS:
+            value = obj.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return _Sized(value, None, stamp)
+        accession = obj[ACCESSION]
+        cached = self._sizes.get(accession)
+        if cached is not None and cached.stamp == stamp:
+            return cached
+
+        async def head() -> _Sized | None:
+            current = self._sizes.get(accession)
+            if current is not None and current.stamp == stamp:
+                return current
+            try:
+                response = await send(
+                    self._client,
+                    "HEAD",
+                    self._download_url(accession),
+                    headers=self._auth(),  # the client sets no Accept on HEAD (spec 2.3)
+                    deadline=deadline,
+                    policy=self._policy,
+                )
+            except NotFound:
+                log.debug("%s: listed but gone by its HEAD; not shown", accession)
+                return None
+            length = response.headers.get("content-length", "")
+            if not length.strip().isdigit():
+                raise ProtocolError(f"HEAD of file {accession}: no Content-Length (A20)")
+            info = _Sized(
+                int(length), parse_http_date_ns(response.headers.get("last-modified")), stamp
+            )
+            self._sizes[accession] = info
+            return info
+
+        return await self._head_flights.run(accession, head)
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+
+def _page(body: Any, path: str) -> tuple[list[dict[str, Any]], int]:
+    data = body.get("data") if isinstance(body, dict) else None
+    if not isinstance(data, list):
+        raise ProtocolError(f"GET {API}{path}: not a ListResponse")
+    pagination = (body.get("meta") or {}).get("pagination") or {}
+    total = pagination.get("total") if isinstance(pagination, dict) else None
+    if isinstance(total, bool) or not isinstance(total, int):
+        total = len(data)  # no total: this page is all there is
+    return list(data), total
+
+
+def _stamp(obj: Mapping[str, Any]) -> str | None:
+    for key in TIME_KEYS:
+        value = obj.get(key)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def _metadata_mtime_ns(obj: Mapping[str, Any]) -> int | None:
+    for key in TIME_KEYS:
+        parsed = parse_iso8601_ns(obj.get(key))
+        if parsed is not None:
+            return parsed
+    return None
+
+
+def _file_entry(obj: Mapping[str, Any], info: _Sized) -> RemoteEntry:
+    mtime = _metadata_mtime_ns(obj) or info.last_modified_ns or 0
+    return RemoteEntry(
+        id=obj[ACCESSION],
+        name=obj[NAME],
+        is_dir=False,
+        size=info.size,
+        mtime_ns=mtime,
+        version=f"{info.size}-{mtime}",
+        record=obj,
+        metadata={k: v for k, v in obj.items() if k not in (ACCESSION, NAME)},
+    )
+
+
+def _study_entry(study: Any) -> RemoteEntry | None:
+    accession = study.get(ACCESSION) if isinstance(study, dict) else None
+    if not isinstance(accession, str) or not accession:
+        log.warning("skipping a study without an accession: %.200r", study)
+        return None
+    title = next(
+        (str(study[k]) for k in STUDY_NAME_KEYS if isinstance(study.get(k), str) and study[k]),
+        accession,
+    )
+    mtime = _metadata_mtime_ns(study) or 0
+    return RemoteEntry(
+        id=STUDY_PREFIX + accession,
+        name=f"{title} [{accession}]",
+        is_dir=True,
+        mtime_ns=mtime,
+        version=f"0-{mtime}",
+        record=study,
+        metadata={k: v for k, v in study.items() if k not in (ACCESSION, NAME)},
+    )

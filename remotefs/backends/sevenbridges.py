@@ -1,0 +1,437 @@
+"""Seven Bridges / CAVATICA public API v2 as a :class:`~remotefs.backends.base.Backend`.
+
+Namespace (design.md §2): with a project, the mount root is the project's root folder;
+without one, a synthetic root lists owners (``sbg:owner:<owner>``), an owner lists its
+projects, and a project is its root folder. Folders are listed with
+``GET /files?parent=<id>&fields=_all&limit=100`` (``project=owner/name`` for a project's root
+folder, the documented form, spec 1.5), which gives names, sizes and times of every child in
+one call per 100 entries. After the first page, ``X-Total-Matching-Query`` says how many
+pages remain and they are fetched concurrently: a cold listing of N entries costs exactly
+``ceil(N / 100)`` requests. Items keep the server's order; ``type`` is compared
+case-insensitively (A1).
+
+Reading (spec 1.8): ``GET /files/{id}/download_info`` gives a signed storage URL, fetched
+**without** the platform token. What is cached and shared:
+
+- The signed URL, per file ID, with its expiry (``Expires``, A5). A cached URL is refreshed
+  when less than :data:`URL_REFRESH_MARGIN` remains by our clock; a freshly issued one is always
+  tried once, whatever our clock says (the server's clock decides).
+- Concurrent reads of one file share one ``download_info`` call (:class:`SingleFlight`): the
+  call spends the 1000-requests-per-5-minutes budget every listing also draws on.
+- A storage 403 that says the request has expired (S3 ``<Message>Request has expired``), or
+  one on a URL that is past its ``Expires`` or has no known expiry, gets one new URL and one
+  retry. Any other 403 (revoked access: ``Access Denied``) is ``AccessDenied`` at once, never
+  an endless refresh loop.
+
+Every API request spends the token's budget: :class:`RateLimitState` tracks it from the
+``X-RateLimit-*`` headers so that requests wait for the window to reset rather than fail.
+The client belongs to the caller; :meth:`aclose` only drops the caches.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+import httpx
+
+from remotefs.credentials import Secret, as_secret
+from remotefs.errors import AccessDenied, NotFound, ProtocolError
+from remotefs.http import (
+    DEFAULT_POLICY,
+    RateLimitState,
+    RetryPolicy,
+    SingleFlight,
+    gather_limited,
+    parse_iso8601_ns,
+    range_body,
+    range_header,
+    send,
+)
+from remotefs.model import RemoteEntry
+
+log = logging.getLogger(__name__)
+
+PAGE_LIMIT = 100
+"""The API's maximum ``limit`` (A4): fewest requests per listing."""
+PAGE_CONCURRENCY = 8
+"""Listing pages fetched at once after the first: fast, without bursting the budget."""
+URL_REFRESH_MARGIN = 60.0
+"""Seconds of validity a cached signed URL must still have to be reused (A5): a read that
+starts with less may outlive it (reads retry for up to the 30 s operation deadline)."""
+ROOT_ID = "sbg:root"
+OWNER_PREFIX = "sbg:owner:"
+_EXPIRED_403 = re.compile(
+    r"<Message>[^<]*expired[^<]*</Message>|<Code>(ExpiredToken|TokenRefreshRequired)</Code>",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class SignedUrl:
+    url: str
+    expires: float | None
+    """Unix seconds after which storage refuses the URL; ``None`` when the URL does not say."""
+
+    def usable(self, now: float) -> bool:
+        return self.expires is None or self.expires - now > URL_REFRESH_MARGIN
+
+    def past_expiry(self, now: float) -> bool:
+        return self.expires is None or now >= self.expires
+
+
+class SevenBridgesBackend:
+    """Files of one Seven Bridges / CAVATICA project, or of all the user's projects."""
+
+    xattr_namespace = "sbg"
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        *,
+        api_url: str,
+        token: Secret | str,
+        project: str | None,
+        policy: RetryPolicy = DEFAULT_POLICY,
+    ) -> None:
+        if project is not None and (project.count("/") != 1 or not all(project.split("/"))):
+            raise ValueError(f"project {project!r}: expected owner/name")
+        self._client = client
+        self._api = api_url.rstrip("/")
+        self._token = as_secret(token)
+        self._project = project
+        self._policy = policy
+        self._rate = RateLimitState()
+        self._project_record: dict[str, Any] | None = None
+        self._project_of_root: dict[str, str] = {}  # root folder ID → owner/name
+        self._urls: dict[str, SignedUrl] = {}
+        self._url_flights: SingleFlight[str, SignedUrl] = SingleFlight()
+        self.cache_scope = self._api
+        """Where the IDs come from (the API base URL): keeps the block caches of two
+        platforms apart. Holds no secret."""
+
+    # --- requests -------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        return {"X-SBG-Auth-Token": self._token.reveal(), "Accept": "application/json"}
+
+    async def _get(
+        self, path: str, params: Mapping[str, str | int] | None, deadline: float
+    ) -> httpx.Response:
+        return await send(
+            self._client,
+            "GET",
+            f"{self._api}{path}",
+            headers=self._headers(),
+            params=params,
+            deadline=deadline,
+            policy=self._policy,
+            rate_limit=self._rate,
+        )
+
+    async def _get_json(
+        self, path: str, params: Mapping[str, str | int] | None, deadline: float
+    ) -> tuple[Any, httpx.Response]:
+        response = await self._get(path, params, deadline)
+        try:
+            return response.json(), response
+        except ValueError:
+            raise ProtocolError(f"GET {self._api}{path}: the answer is not JSON") from None
+
+    async def _collection(
+        self, path: str, params: dict[str, str | int], deadline: float
+    ) -> list[dict[str, Any]]:
+        """Every item of a paged collection (spec 1.3): the first page, then the rest at once."""
+        first, response = await self._get_json(
+            path, {**params, "offset": 0, "limit": PAGE_LIMIT}, deadline
+        )
+        items = _items(first, path)
+        total_header = response.headers.get("x-total-matching-query", "")
+        if not total_header.strip().isdigit():
+            # Not seen from the real API or the emulator; follow the links rather than fail.
+            log.debug("GET %s: no X-Total-Matching-Query; following next links", path)
+            return _unique(items + await self._follow_links(first, path, deadline))
+        total = int(total_header)
+        offsets = range(PAGE_LIMIT, total, PAGE_LIMIT)
+
+        async def page(offset: int) -> list[dict[str, Any]]:
+            body, _ = await self._get_json(
+                path, {**params, "offset": offset, "limit": PAGE_LIMIT}, deadline
+            )
+            return _items(body, path)
+
+        pages = await gather_limited([lambda o=o: page(o) for o in offsets], PAGE_CONCURRENCY)
+        for more in pages:
+            items.extend(more)
+        if len(items) != total:
+            log.debug(
+                "GET %s: %d items for a total of %d (changed while listing)",
+                path,
+                len(items),
+                total,
+            )
+        return _unique(items)
+
+    async def _follow_links(self, body: Any, path: str, deadline: float) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while (url := _next_link(body)) is not None:
+            response = await send(
+                self._client,
+                "GET",
+                url,
+                headers=self._headers(),
+                deadline=deadline,
+                policy=self._policy,
+                rate_limit=self._rate,
+            )
+            try:
+                body = response.json()
+            except ValueError:
+                raise ProtocolError(f"GET {path}: a next page is not JSON") from None
+            items.extend(_items(body, path))
+        return items
+
+    # --- Backend protocol -----------------------------------------------------------------
+
+    async def check(self) -> None:
+        deadline = self._policy.deadline()
+        try:
+            await self._get("/user", None, deadline)
+        except AccessDenied as exc:
+            raise AccessDenied(f"the Seven Bridges token was refused ({exc})") from None
+        if self._project is None:
+            return
+        owner, name = self._project.split("/")
+        try:
+            record, _ = await self._get_json(
+                f"/projects/{quote(owner, safe='')}/{quote(name, safe='')}", None, deadline
+            )
+        except NotFound:
+            raise NotFound(f"project {self._project} does not exist") from None
+        except AccessDenied:
+            raise AccessDenied(f"no access to project {self._project}") from None
+        if not isinstance(record, dict) or not isinstance(record.get("root_folder"), str):
+            raise ProtocolError(f"project {self._project}: the answer has no root_folder")
+        self._project_record = record
+        self._project_of_root[record["root_folder"]] = self._project
+
+    def root(self) -> RemoteEntry:
+        if self._project is None:
+            return RemoteEntry(id=ROOT_ID, name="", is_dir=True)
+        if self._project_record is None:
+            raise RuntimeError("SevenBridgesBackend.check() must run before root()")
+        return _project_entry(self._project_record)
+
+    async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
+        deadline = self._policy.deadline()
+        if directory.id == ROOT_ID:
+            projects = await self._collection("/projects/", {"fields": "_all"}, deadline)
+            owners = dict.fromkeys(_owner(p) for p in projects if _owner(p))
+            return [RemoteEntry(id=OWNER_PREFIX + o, name=o, is_dir=True) for o in owners]
+        if directory.id.startswith(OWNER_PREFIX):
+            owner = directory.id[len(OWNER_PREFIX) :]
+            projects = await self._collection(
+                f"/projects/{quote(owner, safe='')}", {"fields": "_all"}, deadline
+            )
+            entries = []
+            for record in projects:
+                if _owner(record) != owner or not isinstance(record.get("root_folder"), str):
+                    log.warning("skipping a malformed project of %s: %.200r", owner, record)
+                    continue
+                self._project_of_root[record["root_folder"]] = record["id"]
+                entries.append(_project_entry(record))
+            return entries
+        project = self._project_of_root.get(directory.id)
+        where: dict[str, str | int] = {"project": project} if project else {"parent": directory.id}
+        items = await self._collection("/files", {**where, "fields": "_all"}, deadline)
+        entries = []
+        for item in items:
+            entry = _file_entry(item)
+            if entry is not None:
+                entries.append(entry)
+        return entries
+
+    async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
+        if offset < 0 or size < 0:
+            raise ValueError(f"read of {size} bytes at {offset}")
+        length = min(size, entry.size - offset)
+        if length <= 0:
+            return b""
+        deadline = self._policy.deadline()
+        what = f"file {entry.id} ({entry.name!r})"
+        signed = await self._signed_url(entry.id, deadline)
+        refreshed = False
+        while True:
+            response = await send(
+                self._client,
+                "GET",
+                signed.url,
+                # No auth header: the signature is the credential (spec 1.8).
+                headers={"Range": range_header(offset, length), "Accept-Encoding": "identity"},
+                deadline=deadline,
+                policy=self._policy,
+                expected=(200, 206, 403),
+                raw=True,
+                follow_redirects=True,  # safe: nothing secret in the headers
+            )
+            if response.status_code != 403:
+                return range_body(response, offset, length, entry.size, what)
+            expired = bool(_EXPIRED_403.search(response.text)) or signed.past_expiry(time.time())
+            if not expired:
+                raise AccessDenied(f"{what}: storage refused the download (access denied)")
+            if refreshed:
+                raise AccessDenied(
+                    f"{what}: storage refused a freshly issued download URL as expired "
+                    "(is this machine's clock right?)"
+                )
+            log.debug("%s: the signed URL expired; asking for a new one", what)
+            signed = await self._signed_url(entry.id, deadline, stale=signed.url)
+            refreshed = True
+
+    async def aclose(self) -> None:
+        self._urls.clear()
+
+    # --- signed URLs ------------------------------------------------------------------------
+
+    async def _signed_url(
+        self, file_id: str, deadline: float, stale: str | None = None
+    ) -> SignedUrl:
+        """The cached URL if still good, else one shared ``download_info`` call.
+
+        ``stale``: a URL storage just refused as expired; a different cached URL (another
+        reader refreshed it meanwhile) is used instead of asking again.
+        """
+        cached = self._urls.get(file_id)
+        if cached is not None and cached.url != stale and cached.usable(time.time()):
+            return cached
+
+        async def fetch() -> SignedUrl:
+            current = self._urls.get(file_id)
+            if current is not None and current.url != stale and current.usable(time.time()):
+                return current
+            body, _ = await self._get_json(
+                f"/files/{quote(file_id, safe='')}/download_info", None, deadline
+            )
+            url = body.get("url") if isinstance(body, dict) else None
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                raise ProtocolError(f"file {file_id}: download_info has no usable url")
+            signed = SignedUrl(url, url_expiry(url))
+            self._urls[file_id] = signed
+            return signed
+
+        return await self._url_flights.run(file_id, fetch)
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+
+def url_expiry(url: str) -> float | None:
+    """Unix seconds a signed URL expires at: SigV2 ``Expires`` (A5), or SigV4/GCS
+    ``X-Amz-Date``/``X-Goog-Date`` + ``…-Expires``; ``None`` when the URL says neither."""
+    query = {k.lower(): v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    expires = query.get("expires", "")
+    if expires.isdigit():
+        return float(expires)
+    for vendor in ("amz", "goog"):
+        date, seconds = query.get(f"x-{vendor}-date", ""), query.get(f"x-{vendor}-expires", "")
+        if date and seconds.isdigit():
+            try:
+                start = datetime.strptime(date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            except ValueError:
+                return None
+            return start.timestamp() + int(seconds)
+    return None
+
+
+def _items(body: Any, path: str) -> list[dict[str, Any]]:
+    items = body.get("items") if isinstance(body, dict) else None
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ProtocolError(f"GET {path}: the answer is not a collection")
+    return items
+
+
+def _next_link(body: Any) -> str | None:
+    links = body.get("links") if isinstance(body, dict) else None
+    for link in links if isinstance(links, list) else []:
+        if isinstance(link, dict) and link.get("rel") == "next":
+            href = link.get("href")
+            if isinstance(href, str):
+                return href
+    return None
+
+
+def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Drop repeats of an ID (entries shifting between pages of a changing folder)."""
+    seen: set[Any] = set()
+    out = []
+    for item in items:
+        if item.get("id") not in seen:
+            seen.add(item.get("id"))
+            out.append(item)
+    return out
+
+
+def _owner(project: Mapping[str, Any]) -> str:
+    pid = project.get("id")
+    return pid.split("/", 1)[0] if isinstance(pid, str) and pid.count("/") == 1 else ""
+
+
+def _mtime_ns(record: Mapping[str, Any]) -> int:
+    return (
+        parse_iso8601_ns(record.get("modified_on"))
+        or parse_iso8601_ns(record.get("created_on"))
+        or 0
+    )
+
+
+def _project_entry(record: Mapping[str, Any]) -> RemoteEntry:
+    """A project as a directory: its root folder, named by the project's short name."""
+    pid = str(record["id"])
+    modified = record.get("modified_on", "")
+    return RemoteEntry(
+        id=str(record["root_folder"]),
+        name=pid.split("/", 1)[1],
+        is_dir=True,
+        mtime_ns=_mtime_ns(record),
+        version=f"0-{modified}-",
+        record=dict(record),
+        metadata={"project": pid, "project_name": str(record.get("name", ""))},
+    )
+
+
+def _file_entry(item: dict[str, Any]) -> RemoteEntry | None:
+    """A listing item (``fields=_all``, spec 1.6) as an entry; ``None`` if it is malformed."""
+    item_id, name = item.get("id"), item.get("name")
+    if not isinstance(item_id, str) or not isinstance(name, str) or not item_id:
+        log.warning("skipping a listing item without an id or name: %.200r", item)
+        return None
+    is_dir = str(item.get("type", "")).lower() == "folder"  # A1: case varies in the docs
+    size = 0
+    if not is_dir:
+        size = item.get("size")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            log.warning("skipping file %s (%r): no valid size in its listing", item_id, name)
+            return None
+    raw_metadata = item.get("metadata")
+    metadata: dict[str, Any] = dict(raw_metadata) if isinstance(raw_metadata, dict) else {}
+    tags = item.get("tags")
+    if tags:
+        metadata["tags"] = json.dumps(tags, ensure_ascii=False)
+    md5 = metadata.get("md5_sum") or ""
+    return RemoteEntry(
+        id=item_id,
+        name=name,
+        is_dir=is_dir,
+        size=size,
+        mtime_ns=_mtime_ns(item),
+        version=f"{size}-{item.get('modified_on', '')}-{md5}",
+        record=item,
+        metadata=metadata,
+    )
