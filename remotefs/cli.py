@@ -214,9 +214,9 @@ def _run_mount(args: argparse.Namespace) -> int:
 
 def _daemonize(args: argparse.Namespace) -> int:
     """Start ``mount --foreground`` detached; return once it has mounted (or failed)."""
-    import selectors
     import subprocess
-    import time
+
+    from remotefs.ready import NotReady, read_line
 
     cache_dir = (args.cache_dir or default_cache_root()).absolute()
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -235,19 +235,12 @@ def _daemonize(args: argparse.Namespace) -> int:
             start_new_session=True,
         )
     os.close(write_end)
-    answer = b""
-    deadline = time.monotonic() + DAEMON_START_TIMEOUT
-    with selectors.DefaultSelector() as sel, os.fdopen(read_end, "rb", buffering=0) as pipe:
-        sel.register(pipe, selectors.EVENT_READ)
-        while not answer.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise UsageError(f"the mount did not start in {DAEMON_START_TIMEOUT:.0f} s")
-            chunk = pipe.read(4096)
-            if not chunk:
-                break
-            answer += chunk
-    text = answer.decode(errors="replace").strip()
+    try:
+        text = read_line(read_end, DAEMON_START_TIMEOUT)
+    except NotReady:
+        raise UsageError(f"the mount did not start in {DAEMON_START_TIMEOUT:.0f} s") from None
+    finally:
+        os.close(read_end)
     if text == "ready":
         return 0
     if proc.poll() is None:

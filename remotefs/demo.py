@@ -15,14 +15,14 @@ emulator, and it reaches the mounts through their environment, never their comma
 from __future__ import annotations
 
 import os
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from remotefs.ready import NotReady, read_line
 
 DEMO_TOKEN = "demo-token"
 DEMO_PROJECT = "demo-user/demo"
@@ -35,19 +35,10 @@ class DemoError(RuntimeError):
 
 
 def _read_line(fd: int, timeout: float, what: str) -> str:
-    line = b""
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as sel:
-        sel.register(fd, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not sel.select(left):
-                raise DemoError(f"{what} did not start within {timeout:.0f} s")
-            chunk = os.read(fd, 1)
-            if not chunk:
-                break
-            line += chunk
-    return line.decode(errors="replace").strip()
+    try:
+        return read_line(fd, timeout)
+    except NotReady:
+        raise DemoError(f"{what} did not start within {timeout:.0f} s") from None
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

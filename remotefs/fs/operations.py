@@ -20,6 +20,7 @@ import itertools
 import logging
 import os
 import stat
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 ST_BLKSIZE = 1 << 20
 """htslib sizes its hFILE buffer from st_blksize: 1 MiB makes it read in large pieces."""
+DIR_SIZE = 4096
+"""What ext4 reports for a directory; tools that compare trees (find -printf %s, gio) expect it."""
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -90,6 +93,7 @@ class Operations(pyfuse3.Operations):
         self.ttl = ttl
         self.deadline = deadline
         self.uid, self.gid = os.getuid(), os.getgid()
+        self.started_ns = time.time_ns()
         self._handles: dict[int, _Open] = {}
         self._dir_handles: dict[int, Listing] = {}
         self._fh = itertools.count(1)
@@ -108,10 +112,11 @@ class Operations(pyfuse3.Operations):
         a.st_nlink = 2 if e.is_dir else 1
         a.st_uid, a.st_gid = self.uid, self.gid
         a.st_rdev = 0
-        a.st_size = 0 if e.is_dir else e.size
+        a.st_size = DIR_SIZE if e.is_dir else e.size
         a.st_blksize = ST_BLKSIZE
         a.st_blocks = (a.st_size + 511) // 512
-        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = e.mtime_ns
+        # Synthetic directories (ODM's studies/ and all/) have no platform time: the mount's.
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = e.mtime_ns or self.started_ns
         return a
 
     @fuse_handler

@@ -119,3 +119,10 @@ def test_writes_are_erofs(mounted: Mount, demo_tree: Path, request) -> None:
     with pytest.raises(OSError) as info:
         os.open(mounted.path / "new-file", os.O_WRONLY | os.O_CREAT, 0o644)
     assert info.value.errno == errno.EROFS
+
+
+def test_directory_attributes(mounted: Mount) -> None:
+    for path in [mounted.path, *[p for p in mounted.path.iterdir() if p.is_dir()]]:
+        st = os.stat(path)
+        assert st.st_size == 4096 and st.st_mode & 0o777 == 0o555, path
+        assert st.st_mtime > 0, path  # synthetic directories carry the mount's time

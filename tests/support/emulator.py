@@ -7,16 +7,16 @@ The emulator prints ``listening on URL`` once it accepts connections; we wait fo
 from __future__ import annotations
 
 import os
-import selectors
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from remotefs.ready import NotReady, read_line
 
 START_TIMEOUT = 60.0
 
@@ -67,21 +67,15 @@ def start_emulator(
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logfile, env=env, bufsize=0)
     logfile.close()
     assert proc.stdout is not None
-    deadline = time.monotonic() + START_TIMEOUT
-    line = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while not line.endswith(b"\n"):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not sel.select(remaining):
-                proc.kill()
-                raise RuntimeError(f"emulator did not start in {START_TIMEOUT} s; see {log}")
-            byte = os.read(proc.stdout.fileno(), 1)  # unbuffered: the selector sees all
-            if not byte:
-                raise RuntimeError(
-                    f"emulator exited with {proc.wait()}; see {log}: {log.read_text()}"
-                )
-            line += byte
-    text = line.decode().strip()
+    try:
+        text = read_line(proc.stdout.fileno(), START_TIMEOUT)
+    except NotReady:
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+        raise RuntimeError(f"emulator did not start in {START_TIMEOUT} s; see {log}") from None
+    if not text:
+        proc.stdout.close()
+        raise RuntimeError(f"emulator exited with {proc.wait()}: {log.read_text()}")
     assert text.startswith("listening on "), text
     return Emulator(proc, text.removeprefix("listening on "), log)

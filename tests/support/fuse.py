@@ -9,12 +9,12 @@ to exit 0; ``Mount.cleanup`` is the last resort for a ``finally`` (lazy unmount,
 from __future__ import annotations
 
 import os
-import selectors
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from remotefs.ready import NotReady, read_line
 
 READY_TIMEOUT = 60.0
 
@@ -74,24 +74,16 @@ def start_mount(mountpoint: Path, args: list[str], env: dict[str, str], log: Pat
         )
     os.close(write_end)
     mount = Mount(proc, mountpoint, log)
-    answer = b""
-    deadline = time.monotonic() + READY_TIMEOUT
     try:
-        with selectors.DefaultSelector() as sel, os.fdopen(read_end, "rb", buffering=0) as pipe:
-            sel.register(pipe, selectors.EVENT_READ)
-            while not answer.endswith(b"\n"):
-                left = deadline - time.monotonic()
-                if left <= 0 or not sel.select(left):
-                    raise MountFailed(f"not mounted in {READY_TIMEOUT} s: {log.read_text()}")
-                chunk = pipe.read(4096)
-                if not chunk:
-                    break
-                answer += chunk
-        if answer.strip() != b"ready":
+        try:
+            answer = read_line(read_end, READY_TIMEOUT)
+        except NotReady:
+            raise MountFailed(f"not mounted in {READY_TIMEOUT} s: {log.read_text()}") from None
+        finally:
+            os.close(read_end)
+        if answer != "ready":
             proc.wait(timeout=30)
-            raise MountFailed(
-                f"{answer.decode().strip()} (exit {proc.returncode}): {log.read_text()}"
-            )
+            raise MountFailed(f"{answer} (exit {proc.returncode}): {log.read_text()}")
     except BaseException:
         mount.cleanup()
         raise
