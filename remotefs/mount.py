@@ -114,6 +114,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
                 notify("READY=1")
                 log.info("mounted %s at %s", config.platform, config.mountpoint)
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(cache.run)
                     nursery.start_soon(_terminate_on_signal)
                     await pyfuse3.main()
                     nursery.cancel_scope.cancel()

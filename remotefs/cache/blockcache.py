@@ -1,50 +1,70 @@
-"""The block cache: file bytes in fixed-size blocks, memory tier in front of a disk tier.
+"""The block cache: file bytes by chunk, a memory tier in front of a disk tier, single-flight.
 
 ::
 
-    read(entry, offset, size)
-      blocks [offset // B … (offset + size - 1) // B]
-        memory LRU (bounded bytes) ─▶ disk (diskcache, size-limited, survives remounts)
-          ─▶ fetch: each run of consecutive missing blocks is ONE ranged request
+    read(entry, offset, size, readahead)
+      chunks [offset // C … (end - 1) // C]          C = CHUNK_SIZE (1 MiB)
+        memory LRU of chunk Extents (bounded bytes)
+          ─▶ disk: one diskcache record per chunk (size-limited, survives remounts)
+            ─▶ fetch the gaps: one ranged request per contiguous gap, exactly the bytes asked
+      readahead (per open handle, remotefs.cache.prefetch) says what to fetch ahead, in the
+      background, in chunk-aligned requests under a global limit
 
-- **Keys** are ``(namespace, id, version, block number)``: bytes of an old version of a file
-  are never served for a new one, and two files never share a block.
-- **Single-flight**: a block being fetched is registered in ``_inflight`` with an event;
-  another reader of the same block waits for that fetch instead of sending its own request,
-  then reads the block from memory. The registration is removed in a ``finally``, so a failed
-  or cancelled fetch never leaves waiters hanging: they retry the lookup and fetch themselves.
-- **Integrity**: every block on disk is stored with its length and a BLAKE2b digest; a block
-  that does not verify (truncated or altered on disk) is discarded and fetched again.
-- **Exactness**: a read returns exactly ``min(size, entry.size - offset)`` bytes or raises;
-  a backend answer of the wrong length is a ``ProtocolError``, never a short read.
-- Blocking diskcache calls run in worker threads (``trio.to_thread``); nothing blocks the
-  trio loop.
+- **Keys** are ``(scope, id, version, chunk)``: bytes of an old version of a file are never
+  served for a new one, and two files never share a chunk.
+- **Exact fetches for random readers**: a miss fetches only the missing bytes (the kernel
+  already asks for whole pages), so a reader of scattered 4 KiB pieces fetches at most ~2x
+  what it reads. Sequential readers are served by read-ahead, in large requests.
+- **Single-flight**: every byte range being fetched is registered (``_flights``) before the
+  first ``await``; a reader needing bytes in flight waits for that fetch instead of asking
+  again, then looks in memory. A registration is removed in a ``finally``: a failed or
+  cancelled fetch never leaves waiters hanging (they retry and fetch themselves).
+- **Write-behind**: fetched bytes go to memory at once and to disk in the background (one
+  writer task, coalescing repeated writes of a chunk, in a worker thread); reads never wait
+  for the disk. Pending writes are bounded; past the bound, fetches wait for the writer.
+- **Integrity**: disk records carry a CRC-32 per run (``extents.decode``); a damaged record is
+  dropped and its bytes fetched again, never served.
+- **Exactness**: a read returns exactly ``min(size, entry.size - offset)`` bytes or raises.
+- Nothing blocks the trio loop: diskcache calls run in worker threads.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import diskcache
 import trio
 
+from remotefs.cache.extents import CHUNK_SIZE, Extents, decode
 from remotefs.errors import ProtocolError
 from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
 
-BLOCK_SIZE = 1 << 20
-"""1 MiB: one round trip brings a useful amount; a 128 KiB kernel read touches 1–2 blocks."""
-MEMORY_BYTES = 256 << 20
-"""The memory tier; holds the hot head/tail blocks htslib and HDF5 re-read on every open."""
-_DIGEST = 16
+MEMORY_BYTES = 96 << 20
+"""The memory tier. It holds the read-ahead window and the hot head/tail chunks that htslib
+and HDF5 re-read on every open; with the window it bounds the mount's RSS (target 250 MB)."""
+PENDING_WRITE_BYTES = 64 << 20
+"""Bytes waiting for the disk writer before fetches are made to wait for it."""
+MAX_PARALLEL_FETCHES = 8
+"""Ranged requests in flight at once, all files together (read-ahead and demand)."""
+MERGE_GAP = 0
+"""Gaps closer than this are fetched as one request (0: only touching gaps merge)."""
 
 Fetch = Callable[[RemoteEntry, int, int], Awaitable[bytes]]
-Key = tuple[str, str, str, int]
+FileKey = tuple[str, str, str]
+ChunkKey = tuple[str, str, str, int]
+
+
+@dataclass
+class _Flight:
+    start: int
+    end: int
+    done: trio.Event = field(default_factory=trio.Event)
 
 
 class BlockCache:
@@ -55,7 +75,6 @@ class BlockCache:
         size_limit: int,
         fetch: Fetch,
         namespace: str,
-        block_size: int = BLOCK_SIZE,
         memory_bytes: int = MEMORY_BYTES,
     ) -> None:
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -64,158 +83,289 @@ class BlockCache:
         )
         self.fetch = fetch
         self.namespace = namespace
-        self.block_size = block_size
         self.memory_bytes = memory_bytes
-        self._memory: OrderedDict[Key, bytes] = OrderedDict()
+        self.limiter = trio.CapacityLimiter(MAX_PARALLEL_FETCHES)
+        self._memory: OrderedDict[ChunkKey, Extents] = OrderedDict()
         self._memory_used = 0
-        self._inflight: dict[Key, trio.Event] = {}
-        self.hits = self.misses = 0
+        self._flights: dict[FileKey, list[_Flight]] = {}
+        self._pending: dict[ChunkKey, Extents] = {}
+        self._pending_sizes: dict[ChunkKey, int] = {}  # bytes of each chunk when queued
+        self._pending_bytes = 0
+        self._pending_drained = trio.Event()
+        self._wake_writer = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.fetched_bytes = 0
+
+    # --- life cycle ---------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the background tasks (disk writer, read-ahead) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._writer)
+            task_status.started()
+            await trio.sleep_forever()
 
     def close(self) -> None:
+        for key, extents in list(self._pending.items()):  # best effort: flush what is left
+            self._disk_set(key, extents)
+        self._pending.clear()
+        self._pending_sizes.clear()
         self.disk.close()
 
-    def _key(self, entry: RemoteEntry, block: int) -> Key:
-        return (self.namespace, entry.id, entry.version, block)
+    # --- keys, tiers ------------------------------------------------------------------------
 
-    # --- tiers ------------------------------------------------------------------------
+    def _file_key(self, entry: RemoteEntry) -> FileKey:
+        return (self.namespace, entry.id, entry.version)
 
-    def _remember(self, key: Key, data: bytes) -> None:
+    @staticmethod
+    def _disk_key(key: ChunkKey) -> str:
+        return "/".join(map(str, key))
+
+    def _remember(self, key: ChunkKey, extents: Extents) -> None:
         old = self._memory.pop(key, None)
         if old is not None:
-            self._memory_used -= len(old)
-        self._memory[key] = data
-        self._memory_used += len(data)
-        while self._memory_used > self.memory_bytes and self._memory:
+            self._memory_used -= old.nbytes
+        self._memory[key] = extents
+        self._memory_used += extents.nbytes
+        while self._memory_used > self.memory_bytes and len(self._memory) > 1:
             _, evicted = self._memory.popitem(last=False)
-            self._memory_used -= len(evicted)
+            self._memory_used -= evicted.nbytes
 
-    def _from_memory(self, key: Key) -> bytes | None:
-        data = self._memory.get(key)
-        if data is not None:
+    def _disk_get(self, key: ChunkKey) -> Extents | None:
+        record = self.disk.get(self._disk_key(key))
+        if record is None:
+            return None
+        extents = decode(record) if isinstance(record, bytes) else None
+        if extents is None:
+            log.warning("cache chunk %s/%s failed its checksum; fetching it again", key[1], key[3])
+            self.disk.delete(self._disk_key(key))
+        return extents
+
+    def _disk_set(self, key: ChunkKey, extents: Extents) -> None:
+        self.disk.set(self._disk_key(key), extents.encode())
+
+    async def _chunk(self, key: ChunkKey) -> Extents:
+        """The chunk's extents: memory, else disk (then kept in memory), else empty."""
+        extents = self._memory.get(key)
+        if extents is not None:
             self._memory.move_to_end(key)
-        return data
+            return extents
+        extents = self._pending.get(key)
+        if extents is None:
+            extents = await trio.to_thread.run_sync(self._disk_get, key) or Extents()
+        current = self._memory.get(key)  # another task may have loaded it meanwhile
+        if current is not None:
+            return current
+        self._remember(key, extents)
+        return extents
 
-    def _disk_get(self, key: Key) -> bytes | None:
-        stored = self.disk.get("/".join(map(str, key)))
-        if not isinstance(stored, bytes) or len(stored) < _DIGEST:
-            return None
-        digest, data = stored[:_DIGEST], stored[_DIGEST:]
-        if hashlib.blake2b(data, digest_size=_DIGEST).digest() != digest:
-            log.warning("cache block %s failed its checksum; fetching it again", key[1:])
-            self.disk.delete("/".join(map(str, key)))
-            return None
-        return data
-
-    def _disk_set(self, key: Key, data: bytes) -> None:
-        digest = hashlib.blake2b(data, digest_size=_DIGEST).digest()
-        self.disk.set("/".join(map(str, key)), digest + data)
-
-    # --- read ---------------------------------------------------------------------------
-
-    def _block_len(self, entry: RemoteEntry, block: int) -> int:
-        return min(self.block_size, entry.size - block * self.block_size)
+    # --- reading ------------------------------------------------------------------------
 
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
         """Exactly ``min(size, entry.size - offset)`` bytes of ``entry`` from ``offset``."""
         end = min(offset + size, entry.size)
         if offset >= end:
             return b""
-        first, last = offset // self.block_size, (end - 1) // self.block_size
-        blocks = await self._blocks(entry, first, last)
-        data = b"".join(blocks)
-        start = offset - first * self.block_size
-        out = data[start : start + (end - offset)]
-        if len(out) != end - offset:
-            raise ProtocolError(
-                f"{entry.name}: assembled {len(out)} bytes, expected {end - offset}"
-            )
-        return out
+        for _ in range(1000):  # bounded: each pass fetches or waits for what is missing
+            pieces, gaps = await self._lookup(entry, offset, end)
+            if not gaps:
+                data = b"".join(pieces)
+                if len(data) != end - offset:
+                    raise ProtocolError(
+                        f"{entry.name}: assembled {len(data)} of {end - offset} bytes"
+                    )
+                return data
+            await self._obtain(entry, gaps)
+        raise ProtocolError(f"{entry.name}: bytes at {offset} never arrived")
 
-    async def _blocks(self, entry: RemoteEntry, first: int, last: int) -> list[bytes]:
-        found: dict[int, bytes] = {}
-        while True:
-            missing = []
-            for block in range(first, last + 1):
-                if block in found:
-                    continue
-                data = self._from_memory(self._key(entry, block))
-                if data is not None:
-                    found[block] = data
-                    self.hits += 1
-                else:
-                    missing.append(block)
-            if not missing:
-                return [found[b] for b in range(first, last + 1)]
-            # Disk tier, then single-flight fetches of what is still missing.
-            waits: list[trio.Event] = []
-            mine: list[int] = []
-            for block in missing:
-                key = self._key(entry, block)
-                event = self._inflight.get(key)
-                if event is not None:
-                    waits.append(event)
-                    continue
-                data = await trio.to_thread.run_sync(self._disk_get, key)
-                if data is not None and len(data) == self._block_len(entry, block):
-                    self._remember(key, data)
-                    found[block] = data
-                    self.hits += 1
-                elif key not in self._inflight:
-                    self._inflight[key] = trio.Event()
-                    mine.append(block)
-                else:
-                    waits.append(self._inflight[key])
-            if mine:
-                await self._fetch_runs(entry, mine)
-            for event in waits:
-                await event.wait()
-            # Loop: blocks fetched here or by others are now in memory (or a fetch failed and
-            # this reader becomes the fetcher on the next pass).
-
-    async def _fetch_runs(self, entry: RemoteEntry, blocks: list[int]) -> None:
-        runs: list[list[int]] = []
-        for block in blocks:
-            if runs and runs[-1][-1] == block - 1:
-                runs[-1].append(block)
+    async def _lookup(
+        self, entry: RemoteEntry, start: int, end: int
+    ) -> tuple[list[bytes], list[tuple[int, int]]]:
+        pieces: list[bytes] = []
+        gaps: list[tuple[int, int]] = []
+        scope, ident, version = self._file_key(entry)
+        for chunk in range(start // CHUNK_SIZE, (end - 1) // CHUNK_SIZE + 1):
+            base = chunk * CHUNK_SIZE
+            lo, hi = max(start, base) - base, min(end, base + CHUNK_SIZE) - base
+            extents = await self._chunk((scope, ident, version, chunk))
+            piece = extents.get(lo, hi)
+            if piece is not None:
+                pieces.append(piece)
             else:
-                runs.append([block])
+                gaps += [(base + a, base + b) for a, b in extents.missing(lo, hi)]
+        return pieces, _merge(gaps)
+
+    async def _obtain(self, entry: RemoteEntry, gaps: list[tuple[int, int]]) -> None:
+        """Fetch the gaps not already in flight; wait for those that are."""
+        flights = self._flights.get(self._file_key(entry), [])
+        waits = [f.done for f in flights if any(f.start < b and a < f.end for a, b in gaps)]
+        todo = self._not_in_flight(entry, gaps)
+        mine = [self._register(entry, a, b) for a, b in todo]  # before any await
         try:
-            if len(runs) == 1:
-                await self._fetch_run(entry, runs[0])
-            else:
+            if len(mine) == 1:
+                await self._fetch(entry, mine[0])
+            elif mine:
                 try:
                     async with trio.open_nursery() as nursery:
-                        for run in runs:
-                            nursery.start_soon(self._fetch_run, entry, run)
+                        for flight in mine:
+                            nursery.start_soon(self._fetch, entry, flight)
                 except BaseExceptionGroup as group:
                     raise first_leaf(group) from None
         finally:
-            for block in blocks:
-                event = self._inflight.pop(self._key(entry, block), None)
-                if event is not None:
-                    event.set()
+            for flight in mine:
+                self._unregister(entry, flight)
+        for event in waits:
+            await event.wait()
 
-    async def _fetch_run(self, entry: RemoteEntry, run: list[int]) -> None:
-        start = run[0] * self.block_size
-        length = sum(self._block_len(entry, b) for b in run)
-        self.misses += len(run)
-        data = await self.fetch(entry, start, length)
-        if len(data) != length:
+    def _register(self, entry: RemoteEntry, start: int, end: int) -> _Flight:
+        flight = _Flight(start, end)
+        self._flights.setdefault(self._file_key(entry), []).append(flight)
+        return flight
+
+    def _unregister(self, entry: RemoteEntry, flight: _Flight) -> None:
+        key = self._file_key(entry)
+        flights = self._flights.get(key, [])
+        if flight in flights:
+            flights.remove(flight)
+        if not flights:
+            self._flights.pop(key, None)
+        flight.done.set()
+
+    async def _fetch(self, entry: RemoteEntry, flight: _Flight) -> None:
+        await self._fetch_range(entry, flight.start, flight.end)
+
+    async def _fetch_range(self, entry: RemoteEntry, start: int, end: int) -> None:
+        async with self.limiter:
+            data = await self.fetch(entry, start, end - start)
+        if len(data) != end - start:
             raise ProtocolError(
-                f"{entry.name}: got {len(data)} bytes at {start}, expected {length}"
+                f"{entry.name}: got {len(data)} bytes at {start}, not {end - start}"
             )
-        pos = 0
-        for block in run:
-            n = self._block_len(entry, block)
-            piece = data[pos : pos + n]
-            pos += n
-            key = self._key(entry, block)
-            self._remember(key, piece)
-            await trio.to_thread.run_sync(self._disk_set, key, piece)
+        self.fetched_bytes += len(data)
+        await self._store(entry, start, data)
+
+    async def _store(self, entry: RemoteEntry, start: int, data: bytes) -> None:
+        scope, ident, version = self._file_key(entry)
+        view = memoryview(data)
+        pos = start
+        end = start + len(data)
+        while pos < end:
+            chunk = pos // CHUNK_SIZE
+            base = chunk * CHUNK_SIZE
+            stop = min(end, base + CHUNK_SIZE)
+            key = (scope, ident, version, chunk)
+            extents = await self._chunk(key)
+            before = extents.nbytes
+            extents.add(pos - base, bytes(view[pos - start : stop - start]))
+            if key in self._memory:
+                self._memory_used += extents.nbytes - before
+            self._queue_write(key, extents)
+            pos = stop
+        while self._pending_bytes > PENDING_WRITE_BYTES:
+            if self._pending_drained.is_set():  # one event shared by every waiter
+                self._pending_drained = trio.Event()
+            await self._pending_drained.wait()
+
+    # --- read-ahead -----------------------------------------------------------------------
+
+    def prefetch(self, entry: RemoteEntry, start: int, end: int) -> None:
+        """Fetch ``[start, end)`` in the background unless held or in flight.
+
+        The range is registered as in flight at once (no ``await`` before), so demand reads
+        arriving meanwhile wait for it instead of fetching the same bytes in small pieces.
+        """
+        end = min(end, entry.size)
+        if self._nursery is None or start >= end or self._held_in_memory(entry, start, end):
+            return
+        for a, b in self._not_in_flight(entry, [(start, end)]):
+            flight = self._register(entry, a, b)
+            self._nursery.start_soon(self._prefetch, entry, flight)
+
+    def _held_in_memory(self, entry: RemoteEntry, start: int, end: int) -> bool:
+        scope, ident, version = self._file_key(entry)
+        for chunk in range(start // CHUNK_SIZE, (end - 1) // CHUNK_SIZE + 1):
+            base = chunk * CHUNK_SIZE
+            extents = self._memory.get((scope, ident, version, chunk))
+            if (
+                extents is None
+                or extents.get(max(start, base) - base, min(end, base + CHUNK_SIZE) - base) is None
+            ):
+                return False
+        return True
+
+    def _not_in_flight(
+        self, entry: RemoteEntry, ranges: list[tuple[int, int]]
+    ) -> list[tuple[int, int]]:
+        flights = sorted(self._flights.get(self._file_key(entry), []), key=lambda f: f.start)
+        out = []
+        for start, end in ranges:
+            pos = start
+            for f in flights:
+                if f.end <= pos or f.start >= end:
+                    continue
+                if f.start > pos:
+                    out.append((pos, f.start))
+                pos = max(pos, f.end)
+            if pos < end:
+                out.append((pos, end))
+        return out
+
+    async def _prefetch(self, entry: RemoteEntry, flight: _Flight) -> None:
+        try:
+            _, gaps = await self._lookup(entry, flight.start, flight.end)  # memory, then disk
+            for a, b in gaps:
+                await self._fetch_range(entry, a, b)
+        except Exception as exc:
+            log.debug(
+                "read-ahead of %s [%d, %d) failed: %s", entry.name, flight.start, flight.end, exc
+            )
+        finally:
+            self._unregister(entry, flight)
+
+    # --- disk writer ------------------------------------------------------------------------
+
+    def _queue_write(self, key: ChunkKey, extents: Extents) -> None:
+        size = extents.nbytes
+        self._pending_bytes += size - self._pending_sizes.get(key, 0)
+        self._pending_sizes[key] = size
+        self._pending[key] = extents
+        self._wake_writer.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer = trio.Event()
+            while self._pending:
+                key = next(iter(self._pending))
+                extents = self._pending[key]
+                snapshot = Extents(list(extents.starts), list(extents.runs))
+                try:
+                    await trio.to_thread.run_sync(self._disk_set, key, snapshot)
+                except OSError as exc:
+                    log.warning("cannot write the disk cache: %s", exc)
+                if self._pending.get(key) is extents and extents.nbytes == snapshot.nbytes:
+                    del self._pending[key]
+                    self._pending_bytes -= self._pending_sizes.pop(key)
+                elif key in self._pending:  # grew meanwhile: write it again, after the others
+                    self._pending[key] = self._pending.pop(key)
+                if self._pending_bytes <= PENDING_WRITE_BYTES:
+                    self._pending_drained.set()
+            self._pending_drained.set()
+
+
+def _merge(gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for start, end in gaps:
+        if out and start - out[-1][1] <= MERGE_GAP:
+            out[-1] = (out[-1][0], max(end, out[-1][1]))
+        else:
+            out.append((start, end))
+    return out
 
 
 def first_leaf(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
-    """The first real error of a nursery's exception group (our callers want one error)."""
+    """The first real error of a nursery's exception group (callers want one error)."""
     for exc in group.exceptions:
         if isinstance(exc, BaseExceptionGroup):
             return first_leaf(exc)

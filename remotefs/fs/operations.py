@@ -22,13 +22,14 @@ import os
 import stat
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import pyfuse3
 import trio
 
 from remotefs.cache.blockcache import BlockCache
+from remotefs.cache.prefetch import ReadAhead
 from remotefs.errors import ReadOnly, RemoteError, to_errno
 from remotefs.fs.namespace import Listing, Namespace, Node
 from remotefs.fs.xattrs import xattrs
@@ -78,6 +79,7 @@ def _erofs(fn: F) -> F:
 class _Open:
     inode: int
     entry: RemoteEntry
+    readahead: ReadAhead = field(default_factory=ReadAhead)
 
 
 class Operations(pyfuse3.Operations):
@@ -182,6 +184,8 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles[fh]
+        for start, end in handle.readahead.plan(off, size, handle.entry.size):
+            self.cache.prefetch(handle.entry, start, end)
         return await self.cache.read(handle.entry, off, size)
 
     async def release(self, fh: int) -> None:

@@ -1,0 +1,63 @@
+"""Read-ahead for one open file: detect sequential reading, grow a window, reset on a jump.
+
+The kernel turns a sequential reader (cat, md5sum, zcat, cp) into 128 KiB FUSE reads that
+arrive slightly out of order (0, 64K, 192K, 128K, 576K…: async readahead and a
+multi-threaded kernel side). So a read counts as sequential when it starts within
+``TOLERANCE`` of where the previous reads reached, not only exactly there.
+
+State machine, per handle:
+
+- a sequential read doubles the window (from ``INITIAL_WINDOW`` up to ``MAX_WINDOW``) and
+  asks the cache to hold ``[reached, reached + window)``: the bytes are fetched in the
+  background in chunk-aligned requests of at most ``REQUEST_SIZE``, several at once under the
+  cache's global limit;
+- any other read (a seek) resets the window to zero: random readers (samtools after its
+  index lookup, HDF5) never pay for bytes they do not read.
+
+Only the part of the window not asked for before is requested again (``_asked``), so a stream
+of 128 KiB reads costs one prefetch call per newly uncovered stretch, not one per read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from remotefs.cache.extents import CHUNK_SIZE
+
+INITIAL_WINDOW = 1 << 20
+"""The first read-ahead after two sequential reads: one chunk."""
+MAX_WINDOW = 32 << 20
+"""Bytes ahead of the reader at most: with 8 requests in flight at 40 ms each this keeps a
+~1 GB/s stream busy, and it bounds the memory a stream holds."""
+REQUEST_SIZE = 4 << 20
+"""Bytes per read-ahead request: few round trips, a body small enough to buffer."""
+TOLERANCE = 2 << 20
+"""How far from the reached offset a read may start and still count as sequential."""
+
+
+@dataclass
+class ReadAhead:
+    reached: int = -1
+    window: int = 0
+    asked: int = 0
+
+    def plan(self, offset: int, size: int, file_size: int) -> list[tuple[int, int]]:
+        """Record a read; return the byte ranges to fetch ahead (chunk-aligned, capped)."""
+        end = min(offset + size, file_size)
+        sequential = self.reached >= 0 and abs(offset - self.reached) <= TOLERANCE
+        if offset == 0 and self.reached < 0:
+            sequential = False  # the very first read: wait for a second one to decide
+        self.reached = max(self.reached, end) if sequential else end
+        if not sequential:
+            self.window = 0
+            self.asked = end
+            return []
+        self.window = min(MAX_WINDOW, max(INITIAL_WINDOW, self.window * 2))
+        start = max(self.asked, end)
+        start = (start // CHUNK_SIZE) * CHUNK_SIZE if start > end else start
+        stop = min(file_size, self.reached + self.window)
+        stop = min(file_size, -(-stop // CHUNK_SIZE) * CHUNK_SIZE)  # up to a chunk boundary
+        if stop - start < REQUEST_SIZE and stop < file_size:
+            return []  # top up in whole requests: fewer, larger round trips
+        self.asked = stop
+        return [(a, min(stop, a + REQUEST_SIZE)) for a in range(start, stop, REQUEST_SIZE)]

@@ -1,0 +1,170 @@
+"""The block cache with a fake platform: exact bytes, single-flight, economy, integrity."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from remotefs.cache.blockcache import BlockCache
+from remotefs.cache.extents import CHUNK_SIZE
+from remotefs.cache.prefetch import MAX_WINDOW, REQUEST_SIZE, ReadAhead
+from remotefs.emulator.content import GeneratedContent
+from remotefs.model import RemoteEntry
+
+SIZE = 5 * CHUNK_SIZE + 12345
+CONTENT = GeneratedContent(SIZE, seed=9)
+ENTRY = RemoteEntry("f1", "f1.bin", False, size=SIZE, version="v1")
+
+
+class FakePlatform:
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int]] = []
+        self.gate: trio.Event | None = None
+
+    async def fetch(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
+        self.calls.append((offset, size))
+        if self.gate is not None:
+            await self.gate.wait()
+        await trio.sleep(0)
+        return GeneratedContent(entry.size, seed=9).read(offset, size)
+
+    @property
+    def fetched(self) -> int:
+        return sum(n for _, n in self.calls)
+
+
+@pytest.fixture
+def platform() -> FakePlatform:
+    return FakePlatform()
+
+
+async def _open(tmp_path: Path, platform: FakePlatform, nursery: trio.Nursery) -> BlockCache:
+    cache = BlockCache(tmp_path / "blocks", size_limit=1 << 30, fetch=platform.fetch, namespace="t")
+    await nursery.start(cache.run)
+    return cache
+
+
+@pytest.fixture
+async def cache(tmp_path: Path, platform: FakePlatform) -> AsyncIterator[BlockCache]:
+    async with trio.open_nursery() as nursery:
+        c = await _open(tmp_path, platform, nursery)
+        yield c
+        nursery.cancel_scope.cancel()
+    c.close()
+
+
+async def test_exact_bytes(cache: BlockCache) -> None:
+    rng = random.Random(3)
+    cases = [(0, 1), (SIZE - 1, 1), (SIZE - 5, 100), (SIZE, 10), (CHUNK_SIZE - 3, 10), (0, SIZE)]
+    cases += [(rng.randrange(SIZE), rng.randrange(1, 3 * CHUNK_SIZE)) for _ in range(200)]
+    for offset, size in cases:
+        assert await cache.read(ENTRY, offset, size) == CONTENT.read(offset, size), (offset, size)
+
+
+async def test_concurrent_readers_share_one_fetch(
+    cache: BlockCache, platform: FakePlatform
+) -> None:
+    platform.gate = trio.Event()
+    results: list[bytes] = []
+
+    async def reader() -> None:
+        results.append(await cache.read(ENTRY, 1000, 50_000))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(8):
+            nursery.start_soon(reader)
+        await trio.testing.wait_all_tasks_blocked()
+        platform.gate.set()
+    assert results == [CONTENT.read(1000, 50_000)] * 8
+    assert platform.calls == [(1000, 50_000)]
+
+
+async def test_random_reads_fetch_what_they_read(cache: BlockCache, platform: FakePlatform) -> None:
+    rng = random.Random(5)
+    read = 0
+    for _ in range(1000):
+        page = rng.randrange(SIZE // 4096) * 4096  # the kernel asks for whole pages
+        data = await cache.read(ENTRY, page, 4096)
+        read += 4096
+        assert data == CONTENT.read(page, 4096)
+    assert platform.fetched <= read  # never more than asked; re-reads are free
+
+
+async def test_sequential_readahead_uses_large_requests(
+    cache: BlockCache, platform: FakePlatform
+) -> None:
+    ra = ReadAhead()
+    for offset in range(0, SIZE, 128 << 10):
+        for start, end in ra.plan(offset, 128 << 10, SIZE):
+            cache.prefetch(ENTRY, start, end)
+        assert await cache.read(ENTRY, offset, 128 << 10) == CONTENT.read(offset, 128 << 10)
+    assert platform.fetched == SIZE  # every byte once
+    assert max(n for _, n in platform.calls) > CHUNK_SIZE  # read-ahead in big pieces
+    assert len(platform.calls) < 12
+
+
+def test_readahead_plan_tolerates_reordering_and_resets_on_seek() -> None:
+    ra = ReadAhead()
+    size = 1 << 30
+    assert ra.plan(0, 131072, size) == []  # the first read decides nothing
+    plans = [ra.plan(off, 131072, size) for off in (131072, 393216, 262144, 524288)]
+    assert any(plans) and ra.window > 0
+    for _ in range(20):
+        ra.plan(ra.reached, 131072, size)
+    assert ra.window == MAX_WINDOW
+    assert ra.plan(700 << 20, 4096, size) == [] and ra.window == 0  # a seek
+    assert all(b - a <= REQUEST_SIZE for p in plans for a, b in p)
+
+
+async def test_disk_tier_survives_reopen_and_rejects_damage(
+    tmp_path: Path, platform: FakePlatform
+) -> None:
+    async with trio.open_nursery() as nursery:
+        cache = await _open(tmp_path, platform, nursery)
+        await cache.read(ENTRY, 0, 3 * CHUNK_SIZE)
+        nursery.cancel_scope.cancel()
+    cache.close()  # flushes pending writes
+    fetched = platform.fetched
+    async with trio.open_nursery() as nursery:
+        cache = await _open(tmp_path, platform, nursery)
+        assert await cache.read(ENTRY, 10, 2 * CHUNK_SIZE) == CONTENT.read(10, 2 * CHUNK_SIZE)
+        assert platform.fetched == fetched  # from disk
+        # damage chunk 2 on disk: the next reader must refetch it, not serve it
+        key = cache._disk_key(("t", "f1", "v1", 2))
+        record = bytearray(cache.disk.get(key))
+        record[-100] ^= 0xFF
+        cache.disk.set(key, bytes(record))
+        cache._memory.clear()
+        assert await cache.read(ENTRY, 2 * CHUNK_SIZE, 1000) == CONTENT.read(2 * CHUNK_SIZE, 1000)
+        assert platform.fetched == fetched + 1000
+        nursery.cancel_scope.cancel()
+    cache.close()
+
+
+async def test_version_is_part_of_the_key(cache: BlockCache, platform: FakePlatform) -> None:
+    await cache.read(ENTRY, 0, 1000)
+    newer = RemoteEntry("f1", "f1.bin", False, size=SIZE, version="v2")
+    await cache.read(newer, 0, 1000)
+    assert platform.calls == [(0, 1000), (0, 1000)]
+
+
+async def test_failed_fetch_releases_waiters(cache: BlockCache, platform: FakePlatform) -> None:
+    calls = 0
+    real = platform.fetch
+
+    async def flaky(entry: RemoteEntry, offset: int, size: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise OSError("boom")
+        return await real(entry, offset, size)
+
+    cache.fetch = flaky
+    with pytest.raises(OSError):
+        await cache.read(ENTRY, 0, 100)
+    assert await cache.read(ENTRY, 0, 100) == CONTENT.read(0, 100)
