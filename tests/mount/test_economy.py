@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import errno
 import os
+import random
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from remotefs.emulator.content import GeneratedContent
 from tests.mount.conftest import mount_args, odm_env, sb_env
 from tests.support.emulator import Emulator
 from tests.support.fuse import Mount, start_mount
@@ -114,3 +116,23 @@ def test_region_query_twice_then_after_remount(
             finally:
                 mount.cleanup()
     assert len(set(outputs)) == 1 and int(outputs[0]) > 0
+
+
+def test_random_4k_reads_fetch_at_most_4x(
+    platform: str, cold: Mount, demo_emulator: Emulator
+) -> None:
+    rel = "big/random-1GiB.bin" if platform == "sevenbridges" else "all/random-1GiB.bin"
+    path = cold.path / rel
+    size = os.stat(path).st_size
+    rng = random.Random(77)
+    source = GeneratedContent(size, seed=1)
+    demo_emulator.reset()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        for _ in range(1000):
+            offset = rng.randrange(size - 4096)
+            assert os.pread(fd, 4096, offset) == source.read(offset, 4096)
+    finally:
+        os.close(fd)
+    fetched = demo_emulator.stats()["bytes"].get(STORAGE[platform], 0)
+    assert 0 < fetched <= 4 * 1000 * 4096, fetched
