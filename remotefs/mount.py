@@ -31,6 +31,7 @@ from remotefs.errors import AccessDenied, NotFound, RemoteError
 from remotefs.fs.namespace import Namespace
 from remotefs.fs.operations import Operations
 from remotefs.http import make_client
+from remotefs.memory import bound_malloc
 from remotefs.systemd import notify
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ def fuse_options(config: MountConfig) -> set[str]:
 
 
 async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None) -> None:
+    bound_malloc()
     check_mountpoint(config.mountpoint)
     async with make_client() as client:
         backend = open_backend(config, client)

@@ -45,10 +45,10 @@ from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
 
-MEMORY_BYTES = 96 << 20
+MEMORY_BYTES = 64 << 20
 """The memory tier. It holds the read-ahead window and the hot head/tail chunks that htslib
 and HDF5 re-read on every open; with the window it bounds the mount's RSS (target 250 MB)."""
-PENDING_WRITE_BYTES = 64 << 20
+PENDING_WRITE_BYTES = 32 << 20
 """Bytes waiting for the disk writer before fetches are made to wait for it."""
 MAX_PARALLEL_FETCHES = 8
 """Ranged requests in flight at once, all files together (read-ahead and demand)."""
