@@ -1,4 +1,4 @@
-"""Benchmarks of remotefs, run as ``scripts/bench SUB-COMMAND`` (only ``emulator`` so far).
+"""Benchmarks of remotefs, run as ``scripts/bench SUB-COMMAND``: ``emulator`` and ``mount``.
 
 ``scripts/bench emulator [--runs N] [--size BYTES]`` measures how fast the emulator itself
 serves bytes over loopback HTTP, so that a later benchmark of the mount can tell whether the
@@ -23,8 +23,34 @@ framing, loopback TCP) is what limits the transfer. Ratios are comparable across
 runs far better than absolute MB/s; absolute figures only compare on the same host. The one
 absolute target: a full single-stream GET at >= 600 MB/s (the emulator must outrun a mount).
 
+``scripts/bench mount [--runs N] [--quick]`` runs real tools through a real Seven Bridges
+mount (``remotefs mount --foreground``, readiness on ``REMOTEFS_READY_FD``) of an emulated
+project, each workload beside a reference measured in the same run, and prints one table
+(medians of N >= 3 runs, min-max, ratio, target, PASS/FAIL) and the emulator's request counts.
+The data: the generated 1 GiB file (256 MiB with ``--quick``), a folder of 2,000 tiny files, a
+coordinate-sorted indexed BAM of >= 300 MB (generated once, deterministically, under
+``$XDG_CACHE_HOME/remotefs/bench``), the demo's .h5ad, and (not with ``--quick``) a folder of
+100,000 empty files. Workloads, each on a fresh mount with a fresh cache directory ("cold";
+remounting also drops the mount's page cache, the host's caches are never dropped):
+
+- ``dd bs=1M`` of the big file vs one httpx+trio streaming GET of it; the same with 40 ms
+  added per request vs the cold read; a warm re-read on the same mount vs ``dd`` of a copy in
+  /dev/shm; a re-read after remounting on the same cache directory vs the cold read; the
+  mount's peak RSS during the cold read (VmHWM, and VmRSS sampled every 50 ms);
+- ``samtools view -c`` of a 100 kb region and of 10 scattered 1 kb regions (one invocation),
+  at 40 ms, vs samtools reading the BAM over HTTP itself (``URL##idx##URL`` of signed URLs);
+  requests and bytes from the emulator's counters, and what samtools read from its sockets;
+- ``ls -l`` of the 2,000-entry folder at 40 ms vs its 20 pages fetched in series with httpx;
+- h5py reading one dataset of the .h5ad at 40 ms vs h5py on a local copy;
+- RSS per entry after one ``ls -f`` of the 100,000-entry folder (a 10,000-entry folder when
+  the emulator would take longer than ``LIST_BUDGET`` to serve the big one: it says so).
+
+A workload that fails in one run is reported and tried again in the next: the mount's code may
+be changing while this runs.
+
 Exit status: 0 whatever the figures (a benchmark reports, it does not fail CI); 1 if something
-broke (the emulator did not start, a transfer came back short, ...); 2 on a usage error.
+broke (the emulator did not start, a transfer came back short, a workload failed, ...); 2 on a
+usage error.
 """
 
 from __future__ import annotations
@@ -32,8 +58,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import select
+import shlex
 import shutil
 import signal
 import statistics
@@ -45,8 +73,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit
@@ -248,12 +276,14 @@ def _drain(fd: int) -> None:
 
 
 @contextmanager
-def running_emulator(data: Path, work: Path) -> Iterator[str]:
-    """Start ``python -m remotefs emulator`` on loopback; yield its base URL; always stop it."""
-    log = work / "emulator.log"
+def running_emulator(
+    data: Path, work: Path, extra_args: tuple[str, ...] = (), name: str = "emulator"
+) -> Iterator[tuple[str, int]]:
+    """Start ``python -m remotefs emulator`` on loopback; yield (base URL, PID); always stop it."""
+    log = work / f"{name}.log"
     env = dict(os.environ, REMOTEFS_EMULATOR_TOKENS=TOKEN)
     argv = [sys.executable, "-m", "remotefs", "emulator", "--data", str(data)]
-    argv += ["--host", HOST, "--port", "0"]
+    argv += ["--host", HOST, "--port", "0", *extra_args]
     with open(log, "wb") as logfile:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=logfile, env=env
@@ -264,7 +294,7 @@ def running_emulator(data: Path, work: Path) -> Iterator[str]:
         url = _read_announcement(proc, log)
         drainer = threading.Thread(target=_drain, args=(proc.stdout.fileno(),), daemon=True)
         drainer.start()
-        yield url
+        yield url, proc.pid
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -457,7 +487,7 @@ def cmd_emulator(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         data, local = write_data(work, size)
         print(f"bench: wrote {size:,} bytes in {time.monotonic() - t0:.1f} s", file=sys.stderr)
-        with running_emulator(data, work) as base:
+        with running_emulator(data, work) as (base, _):
             workloads = emulator_workloads(base, local, size)
             for run in range(runs):
                 for w in workloads:
@@ -499,6 +529,1267 @@ def cmd_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- the mount benchmark: data --------------------------------------------------------------
+
+MOUNT_PROJECT = "bench-user/bench"
+HUGE_PROJECT = "bench-user/huge"
+"""The 100,000-entry folder is served by an emulator of its own: 100,000 more objects in the
+main emulator's heap make its garbage collector slow every other listing down."""
+QUICK_SIZE = 256 << 20
+MOUNT_RUNS = 3
+LATENCY_MS = 40.0
+MANY_DIR = "many2000"
+MANY_COUNT = 2000
+HUGE_DIR = "many100k"
+HUGE_COUNT = 100_000
+FALLBACK_DIR = "many10k"
+FALLBACK_COUNT = 10_000
+LIST_BUDGET = 150.0
+"""Seconds a listing of the 100,000-entry folder may be projected to take (pages x the time
+the emulator takes for one page) before the 10,000-entry folder is listed instead."""
+BAM_DIR = "bam"
+BAM_NAME = "big.bam"
+H5_DIR = "hdf5"
+H5_NAME = "adata.h5ad"
+H5_DATASET = "obsm/array"
+"""The largest dataset of the demo's .h5ad (30 x 50 float64, LZF)."""
+RATE_LIMIT = 100_000_000
+"""The emulator's SB budget per window: a benchmark must not wait for the 1000/300 s window."""
+
+BAM_VERSION = "bam-v1"
+"""Bump when the generated BAM changes: the cache directory is named after it."""
+BAM_SEED = 20240
+BAM_READS = 3_000_000
+BAM_MIN_BYTES = 300_000_000
+BAM_CHROMS = (
+    ("chr1", 15_000_000),
+    ("chr2", 13_000_000),
+    ("chr3", 12_000_000),
+    ("chr4", 10_000_000),
+)
+BAM_REGION = "chr2:6450001-6550000"
+"""100 kb in the middle of chr2 (13 Mbp)."""
+
+
+def _scattered_regions(count: int = 10) -> tuple[str, ...]:
+    """``count`` regions of 1 kb, taking the chromosomes in turn, at 5 %, 15 %, … 95 %."""
+    regions = []
+    for i in range(count):
+        name, length = BAM_CHROMS[i % len(BAM_CHROMS)]
+        start = length * (2 * i + 1) // (2 * count) + 1
+        regions.append(f"{name}:{start}-{start + 999}")
+    return tuple(regions)
+
+
+BAM_SCATTERED = _scattered_regions()
+"""10 regions of 1 kb, spread over the four chromosomes, for one samtools invocation."""
+BUILD_TIMEOUT = 1800.0
+
+MOUNT_TIMEOUT = 60.0
+"""Seconds for ``remotefs mount`` to say ``ready``, and for it to exit after unmounting."""
+TOOL_TIMEOUT = 120.0
+"""Seconds for one samtools, ls or h5py run."""
+RSS_INTERVAL = 0.05
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of every child: no proxies (loopback only), C locale, no SB settings."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.lower().endswith("_proxy") and not k.startswith(("SB_", "REMOTEFS_"))
+    }
+    env.update(NO_PROXY=f"{HOST},localhost", no_proxy=f"{HOST},localhost", LC_ALL="C")
+    env.update(extra)
+    return env
+
+
+def run_tool(
+    argv: list[str], timeout: float, *, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> tuple[float, bytes, bytes]:
+    """Run ``argv`` to completion within ``timeout``; (wall seconds, stdout, stderr).
+
+    On a timeout it is killed; a process stuck in a FUSE request is released when the mount's
+    cleanup unmounts, so the wait after the kill is bounded too.
+    """
+    what = shlex.join(argv)[:300]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=cwd,
+        env=env or child_env(),
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        with suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=STOP_TIMEOUT)
+        raise BenchError(f"{what} did not finish in {timeout:.0f} s") from None
+    seconds = time.monotonic() - t0
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace").strip()[-500:]
+        raise BenchError(f"{what}: exit {proc.returncode}: {tail}")
+    return seconds, out, err
+
+
+def bam_cache_root() -> Path:
+    from remotefs.cli import default_cache_root
+
+    return default_cache_root() / "bench"
+
+
+def _sam_header() -> str:
+    lines = ["@HD\tVN:1.6\tSO:coordinate"]
+    lines += [f"@SQ\tSN:{name}\tLN:{length}" for name, length in BAM_CHROMS]
+    return "\n".join(lines) + "\n"
+
+
+def _write_sam(sink: Any) -> None:
+    """Deterministic single-end reads (100-150 bp, random qualities), coordinate-sorted.
+
+    A random reference per chromosome; read positions are drawn and sorted per chromosome, so
+    the SAM text is already in coordinate order; each read is the reference at its position.
+    """
+    rng = random.Random(BAM_SEED)
+    bases = bytes.maketrans(bytes(range(256)), bytes(b"ACGT"[i & 3] for i in range(256)))
+    quals = bytes.maketrans(bytes(range(256)), bytes(35 + i % 39 for i in range(256)))
+    total = sum(length for _, length in BAM_CHROMS)
+    pool_size = 1 << 20
+    sink.write(_sam_header().encode())
+    number = 0
+    for name, length in BAM_CHROMS:
+        ref = rng.randbytes(length).translate(bases).decode()
+        pool = rng.randbytes(pool_size).translate(quals).decode()
+        count = BAM_READS * length // total
+        positions = sorted(rng.randrange(1, length - 150) for _ in range(count))
+        batch: list[str] = []
+        for pos in positions:
+            rlen = rng.randrange(100, 151)
+            q = rng.randrange(0, pool_size - 150)
+            flag = 16 if rng.random() < 0.5 else 0
+            batch.append(
+                f"r{number:08d}\t{flag}\t{name}\t{pos}\t60\t{rlen}M\t*\t0\t0\t"
+                f"{ref[pos - 1 : pos - 1 + rlen]}\t{pool[q : q + rlen]}\n"
+            )
+            number += 1
+            if len(batch) >= 20_000:
+                sink.write("".join(batch).encode())
+                batch.clear()
+        sink.write("".join(batch).encode())
+
+
+def ensure_bam() -> Path:
+    """The benchmark BAM (+ .bai), built once under ``$XDG_CACHE_HOME/remotefs/bench``."""
+    final = bam_cache_root() / BAM_VERSION
+    bam = final / BAM_NAME
+    if bam.is_file() and (final / f"{BAM_NAME}.bai").is_file():
+        print(f"bench: reusing {bam} ({bam.stat().st_size:,} bytes)", file=sys.stderr)
+        return bam
+    if shutil.which("samtools") is None:
+        raise BenchError("samtools is not installed (apt-get install samtools)")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{BAM_VERSION}.building-", dir=final.parent))
+    try:
+        t0 = time.monotonic()
+        print(f"bench: building {bam} (once; {BAM_READS:,} reads) ...", file=sys.stderr)
+        # Relative output path and --no-PG: the file does not depend on where it was built.
+        argv = ["samtools", "view", "-b", "--no-PG", "-@2", "-o", BAM_NAME, "-"]
+        with open(building / "samtools.log", "wb") as log:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=log, cwd=building)
+        assert proc.stdin is not None
+        try:
+            _write_sam(proc.stdin)
+            proc.stdin.close()
+            rc = proc.wait(timeout=BUILD_TIMEOUT)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=STOP_TIMEOUT)
+        if rc != 0:
+            tail = (building / "samtools.log").read_text(errors="replace")[-500:]
+            raise BenchError(f"samtools view -b failed (exit {rc}): {tail}")
+        run_tool(["samtools", "index", BAM_NAME], BUILD_TIMEOUT, cwd=building)
+        size = (building / BAM_NAME).stat().st_size
+        if size < BAM_MIN_BYTES:
+            raise BenchError(f"the generated BAM has {size:,} bytes, fewer than {BAM_MIN_BYTES:,}")
+        (building / "samtools.log").unlink()
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(building, final)
+        print(
+            f"bench: built {bam} ({size:,} bytes) in {time.monotonic() - t0:.0f} s",
+            file=sys.stderr,
+        )
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return bam
+
+
+def demo_h5ad() -> Path:
+    from remotefs.cli import default_cache_root
+    from remotefs.emulator.demo import DemoBuildError, build_demo
+
+    try:
+        path = build_demo(default_cache_root()) / "hdf5" / H5_NAME
+    except DemoBuildError as exc:
+        raise BenchError(f"cannot build the demo dataset for its .h5ad: {exc}") from None
+    if not path.is_file():
+        raise BenchError(f"{path} is missing from the demo dataset")
+    return path
+
+
+def _empty_files(folder: Path, count: int) -> None:
+    folder.mkdir()
+    width = len(str(count - 1))
+    for i in range(count):
+        os.close(os.open(folder / f"e{i:0{width}d}", os.O_CREAT | os.O_WRONLY, 0o644))
+
+
+def write_mount_data(work: Path, size: int, *, bam: Path, h5ad: Path) -> Path:
+    data = work / "data"
+    (data / BIG_DIR).mkdir(parents=True)
+    stub = data / BIG_DIR / f"{BIG_NAME}.generated"
+    stub.write_text(json.dumps({"size": size, "seed": BIG_SEED}) + "\n")
+    many = data / MANY_DIR
+    many.mkdir()
+    for i in range(MANY_COUNT):
+        (many / f"tiny-{i:04d}.txt").write_text(f"tiny file {i}\n")
+    (data / BAM_DIR).mkdir()
+    for name in (BAM_NAME, f"{BAM_NAME}.bai"):
+        os.symlink(bam.parent / name, data / BAM_DIR / name)  # served from the cache, no copy
+    (data / H5_DIR).mkdir()
+    shutil.copyfile(h5ad, data / H5_DIR / H5_NAME)
+    return data
+
+
+def write_huge_data(work: Path) -> Path:
+    data = work / "data-huge"
+    data.mkdir()
+    _empty_files(data / HUGE_DIR, HUGE_COUNT)
+    _empty_files(data / FALLBACK_DIR, FALLBACK_COUNT)
+    return data
+
+
+def write_local_copy(path: Path, size: int) -> None:
+    from remotefs.emulator.content import GeneratedContent
+
+    free = shutil.disk_usage(path.parent).free
+    if free < size + (256 << 20):
+        raise BenchError(f"{path.parent}: {free:,} bytes free, the local copy needs {size:,}")
+    with open(path, "wb") as f:
+        for piece in GeneratedContent(size, seed=BIG_SEED).iter_range(0, size):
+            f.write(piece)
+
+
+# --- the mount benchmark: the emulator's controls and the platform ---------------------------
+
+
+def http_post(url: str, body: Any) -> Any:
+    if urlsplit(url).hostname != HOST:
+        raise BenchError(f"refusing to post to {url}: not on {HOST}")
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    try:
+        with _OPENER.open(req, timeout=API_TIMEOUT) as resp:
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise BenchError(f"POST {url}: HTTP {exc.code}: {exc.read()[:300]!r}") from None
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise BenchError(f"POST {url}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Counts:
+    """What the emulator served between a reset and now."""
+
+    storage_requests: int
+    storage_bytes: int
+    api_requests: int
+    """Every other route: listings, download_info, user/project checks."""
+
+    @property
+    def storage_mb(self) -> float:
+        return self.storage_bytes / 1e6
+
+
+class Emulator:
+    """One running emulator: its controls, and look-ups in its one SB project."""
+
+    def __init__(self, base: str, pid: int, project: str) -> None:
+        self.base = base
+        self.pid = pid
+        self.project = project
+
+    def latency(self, ms: float) -> None:
+        http_post(f"{self.base}/_emulator/config", {"latency_ms": ms})
+
+    def reset(self) -> None:
+        http_post(f"{self.base}/_emulator/reset", {})
+
+    def _cpu_seconds(self) -> float:
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def settle(self, timeout: float = 30.0) -> dict[str, Any]:
+        """The stats once the emulator is idle: a response whose client went away is still
+        streamed to its end (and counted only then), and must not run into the next
+        measurement. Idle: the stats did not change and it used < 10 ms of CPU in 0.2 s."""
+        deadline = time.monotonic() + timeout
+        stats, cpu = get_json(f"{self.base}/_emulator/stats", {}), self._cpu_seconds()
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            again, cpu_again = get_json(f"{self.base}/_emulator/stats", {}), self._cpu_seconds()
+            if again == stats and cpu_again - cpu < 0.01:
+                return stats
+            stats, cpu = again, cpu_again
+        raise BenchError(f"the emulator was still busy after {timeout:.0f} s")
+
+    def counts(self) -> Counts:
+        stats = self.settle()
+        requests, sent = stats["requests"], stats["bytes"]
+        storage = int(requests.get("sb.storage", 0))
+        return Counts(
+            storage, int(sent.get("sb.storage", 0)), int(sum(requests.values())) - storage
+        )
+
+    def child(self, parent: dict[str, str], name: str) -> dict[str, Any]:
+        query = urlencode({**parent, "fields": "_all", "limit": 100})
+        items = get_json(f"{self.base}/v2/files?{query}", SB_HEADERS)["items"]
+        return _only(items, "SB entry", name=name)
+
+    def find(self, relpath: str) -> dict[str, Any]:
+        """The SB item at ``relpath`` in the project, found folder by folder."""
+        where = {"project": self.project}
+        item: dict[str, Any] = {}
+        for name in relpath.split("/"):
+            item = self.child(where, name)
+            where = {"parent": item["id"]}
+        return item
+
+    def signed_url(self, file_id: str) -> str:
+        return sb_signed_url(self.base, file_id)
+
+    def page_url(self, folder_id: str, offset: int) -> str:
+        query = urlencode({"parent": folder_id, "fields": "_all", "offset": offset, "limit": 100})
+        return f"{self.base}/v2/files?{query}"
+
+
+# --- the mount benchmark: mounting ------------------------------------------------------------
+
+
+def _mounted_at(path: Path) -> bool:
+    """Whether ``path`` is a mount point, from /proc (a dead FUSE mount counts: stat fails)."""
+    target = str(path).replace(" ", "\\040")
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == target for line in f if len(line.split()) > 1)
+
+
+def _log_tail(log: Path) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").strip().splitlines()[-6:])
+    except OSError:
+        return "(no log)"
+
+
+@dataclass
+class Mounted:
+    proc: subprocess.Popen[bytes]
+    path: Path
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+def _unmount(m: Mounted) -> None:
+    """``fusermount3 -u`` (retried while busy), then wait for the process; by PID only."""
+    for attempt in range(10):
+        if not _mounted_at(m.path):
+            break
+        done = subprocess.run(
+            ["fusermount3", "-u", str(m.path)], capture_output=True, timeout=STOP_TIMEOUT
+        )
+        if done.returncode == 0:
+            break
+        time.sleep(0.2 * (attempt + 1))
+    else:
+        print(f"bench: {m.path} stayed busy; detaching it lazily", file=sys.stderr)
+        subprocess.run(["fusermount3", "-u", "-z", str(m.path)], capture_output=True, timeout=30)
+    try:
+        rc = m.proc.wait(timeout=MOUNT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        print(f"bench: mount {m.pid} did not exit after unmounting; killing it", file=sys.stderr)
+        m.proc.terminate()
+        try:
+            rc = m.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            m.proc.kill()
+            rc = m.proc.wait(timeout=STOP_TIMEOUT)
+    if rc != 0:
+        print(f"bench: mount {m.pid} exited {rc}: {_log_tail(m.log)}", file=sys.stderr)
+
+
+@contextmanager
+def mounted(
+    emu: Emulator, mnt: Path, cache_dir: Path, log: Path, extra: tuple[str, ...] = ()
+) -> Iterator[Mounted]:
+    """``remotefs mount --foreground`` of the emulator's project; yields once it said ready."""
+    from remotefs.ready import NotReady, read_line
+
+    mnt.mkdir(exist_ok=True)
+    if _mounted_at(mnt):
+        raise BenchError(f"{mnt} is still mounted")
+    argv = [sys.executable, "-m", "remotefs", "mount", str(mnt), "--foreground"]
+    argv += ["--platform", "sevenbridges", "--api-url", f"{emu.base}/v2", "--project", emu.project]
+    argv += ["--cache-dir", str(cache_dir), *extra]
+    read_end, write_end = os.pipe()
+    env = child_env(SB_AUTH_TOKEN=TOKEN, REMOTEFS_READY_FD=str(write_end))
+    try:
+        with open(log, "ab") as logfile:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=logfile,
+                stderr=logfile,
+                env=env,
+                pass_fds=(write_end,),
+            )
+    finally:
+        os.close(write_end)
+    m = Mounted(proc, mnt, log)
+    try:
+        try:
+            answer = read_line(read_end, MOUNT_TIMEOUT)
+        except NotReady:
+            raise BenchError(
+                f"the mount did not say ready in {MOUNT_TIMEOUT:.0f} s: {_log_tail(log)}"
+            ) from None
+        finally:
+            os.close(read_end)
+        if answer != "ready":
+            raise BenchError(f"the mount failed: {answer or 'no answer'}: {_log_tail(log)}")
+        yield m
+    finally:
+        _unmount(m)
+
+
+def proc_status(pid: int) -> dict[str, int]:
+    """``Vm*`` lines of /proc/PID/status, in bytes."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key.startswith("Vm") and value.strip().endswith("kB"):
+                out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+class RssSampler:
+    """Samples VmRSS of ``pid`` every ``RSS_INTERVAL`` s in a thread; ``peak`` in bytes."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.peak = max(self.peak, proc_status(self.pid).get("VmRSS", 0))
+            except OSError:
+                return
+            if self._stop.wait(RSS_INTERVAL):
+                return
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=STOP_TIMEOUT)
+
+
+# --- the mount benchmark: workloads -----------------------------------------------------------
+
+
+def dd_mbps(path: Path, size: int) -> float:
+    """``dd if=PATH of=/dev/null bs=1M``: MB/s over the wall time of the whole dd."""
+    seconds, _, err = run_tool(
+        ["dd", f"if={path}", "of=/dev/null", "bs=1M"], 60 + size / MIN_TRANSFER_RATE
+    )
+    m = re.search(rb"^(\d+) bytes", err, re.MULTILINE)
+    if m is None or int(m.group(1)) != size:
+        got = m.group(1).decode() if m else "?"
+        raise BenchError(f"dd {path}: copied {got} bytes, expected {size}: short read")
+    return mbps(size, seconds)
+
+
+def page_cache_bytes(path: Path) -> int | None:
+    """Bytes of ``path`` in the page cache (``fincore``); None without fincore."""
+    if shutil.which("fincore") is None:
+        return None
+    _, out, _ = run_tool(["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)], 30)
+    return int(out.split()[0])
+
+
+def httpx_stream_mbps(url: str, size: int) -> float:
+    """One streaming GET with httpx on trio, read with ``aiter_raw``: MB/s of the GET alone."""
+    import httpx
+    import trio
+
+    timeout = 60 + size / MIN_TRANSFER_RATE
+
+    async def fetch() -> tuple[int, float]:
+        async with httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0)) as client:
+            with trio.fail_after(timeout):
+                t0 = time.monotonic()
+                got = 0
+                async with client.stream("GET", url) as response:
+                    if response.status_code != 200:
+                        raise BenchError(f"GET {url}: HTTP {response.status_code}")
+                    async for piece in response.aiter_raw():
+                        got += len(piece)
+                return got, time.monotonic() - t0
+
+    try:
+        got, seconds = trio.run(fetch)
+    except trio.TooSlowError:
+        raise BenchError(f"httpx GET of {size:,} bytes did not finish in {timeout:.0f} s") from None
+    except httpx.HTTPError as exc:
+        raise BenchError(f"httpx GET {url}: {exc}") from None
+    if got != size:
+        raise BenchError(f"httpx GET: got {got:,} bytes, expected {size:,}")
+    return mbps(size, seconds)
+
+
+def pages_seconds(pages: list[str], expect: int) -> float:
+    """Fetch the listing pages one after another with httpx; the wall time."""
+    import httpx
+
+    got = 0
+    with httpx.Client(trust_env=False, timeout=httpx.Timeout(API_TIMEOUT)) as client:
+        t0 = time.monotonic()
+        for url in pages:
+            response = client.get(url, headers=SB_HEADERS)
+            if response.status_code != 200:
+                raise BenchError(f"GET {url}: HTTP {response.status_code}")
+            got += len(response.json()["items"])
+        seconds = time.monotonic() - t0
+    if got != expect:
+        raise BenchError(f"the {len(pages)} pages held {got} entries, expected {expect}")
+    return seconds
+
+
+H5_CHILD = """
+import sys, time
+import h5py
+t0 = time.monotonic()
+with h5py.File(sys.argv[1], "r") as f:
+    values = f[sys.argv[2]][()]
+print(time.monotonic() - t0, values.nbytes)
+"""
+
+
+def h5py_seconds(path: Path, dataset: str) -> tuple[float, int]:
+    """Open ``path`` with h5py and read ``dataset`` whole, in a child; (seconds, bytes read).
+
+    Timed inside the child, after ``import h5py``: the interpreter start is not counted.
+    """
+    _, out, _ = run_tool([sys.executable, "-c", H5_CHILD, str(path), dataset], TOOL_TIMEOUT)
+    seconds, nbytes = out.decode().split()
+    return float(seconds), int(nbytes)
+
+
+_SOCKET_READ = re.compile(rb"^(?:read|recvfrom|recvmsg|readv)\(\d+<(?:TCP|socket)[^>]*>.*= (\d+)$")
+
+
+def socket_bytes_read(argv: list[str], cwd: Path) -> int | None:
+    """Bytes ``argv`` read from its sockets, under ``strace -y`` (untimed); None without strace.
+
+    htslib over HTTP opens a file with an unranged GET and seeks with open-ended ranges, and
+    drops each response once it has what it needs; the emulator counts every body to its end,
+    so only the client can say what it took in.
+    """
+    if shutil.which("strace") is None:
+        return None
+    trace = cwd / "strace.log"
+    tracer = ["strace", "-qq", "-y", "-s", "0", "-e", "trace=read,readv,recvfrom,recvmsg"]
+    run_tool([*tracer, "-e", "signal=none", "-o", str(trace), *argv], TOOL_TIMEOUT, cwd=cwd)
+    total = 0
+    with open(trace, "rb") as f:
+        for line in f:
+            m = _SOCKET_READ.match(line.rstrip())
+            if m:
+                total += int(m.group(1))
+    return total
+
+
+def samtools_count(target: str, regions: tuple[str, ...], cwd: Path) -> tuple[float, int]:
+    """``samtools view -c TARGET REGION…``: (wall seconds, count)."""
+    argv = ["samtools", "view", "-c", target, *regions]
+    seconds, out, _ = run_tool(argv, TOOL_TIMEOUT, cwd=cwd)
+    return seconds, int(out.decode().split()[0])
+
+
+@dataclass
+class Figures:
+    """Per-run values by key, and the errors of each workload group (one per failed run)."""
+
+    values: dict[str, list[float]] = field(default_factory=dict)
+    errors: dict[str, list[str]] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def add(self, key: str, value: float) -> None:
+        self.values.setdefault(key, []).append(value)
+
+    def get(self, key: str) -> Summary | None:
+        values = self.values.get(key)
+        return Summary.of(values) if values else None
+
+
+class MountBench:
+    """Everything one ``scripts/bench mount`` needs: paths, the emulator, the figures."""
+
+    def __init__(
+        self,
+        emulator: Emulator,
+        work: Path,
+        size: int,
+        shm_copy: Path,
+        huge: Emulator | None = None,
+    ) -> None:
+        self.emu = emulator
+        self.huge = huge
+        self.work = work
+        self.size = size
+        self.shm_copy = shm_copy
+        self.mnt = work / "mnt"
+        self.figures = Figures()
+        self._serial = 0
+        self.big = emulator.find(f"{BIG_DIR}/{BIG_NAME}")
+        if self.big.get("size") != size:
+            raise BenchError(f"SB lists {BIG_NAME} at {self.big.get('size')} bytes, not {size}")
+        self.bam = emulator.find(f"{BAM_DIR}/{BAM_NAME}")
+        self.bai = emulator.find(f"{BAM_DIR}/{BAM_NAME}.bai")
+        self.many = emulator.find(MANY_DIR)
+        self.h5_local = work / "data" / H5_DIR / H5_NAME
+        self.list_dir: str | None = None
+        self.list_count = 0
+
+    def fresh(self, what: str) -> tuple[Path, Path]:
+        """A new cache directory and log file."""
+        self._serial += 1
+        cache = self.work / f"cache-{self._serial:03d}-{what}"
+        return cache, self.work / f"mount-{self._serial:03d}-{what}.log"
+
+    @contextmanager
+    def mount(
+        self,
+        cache: Path,
+        log: Path,
+        latency_ms: float,
+        extra: tuple[str, ...] = (),
+        emu: Emulator | None = None,
+    ) -> Iterator[Mounted]:
+        """Mount with no latency (the mount's own start-up checks are not the workload), then
+        set ``latency_ms`` and zero the counters; the latency goes back to 0 afterwards."""
+        emu = emu or self.emu
+        emu.latency(0)
+        with mounted(emu, self.mnt, cache, log, extra) as m:
+            emu.latency(latency_ms)
+            emu.reset()
+            try:
+                yield m
+            finally:
+                emu.latency(0)
+
+    def group(self, name: str, fn: Callable[[int], None], run: int) -> None:
+        """Run one workload group; a failure is recorded against it and the others go on (the
+        mount may be broken for a moment while its code changes: later runs try again)."""
+        t0 = time.monotonic()
+        try:
+            fn(run)
+        except BenchError as exc:
+            self.figures.errors.setdefault(name, []).append(f"run {run + 1}: {exc}")
+            print(f"bench: run {run + 1}: {name}: {exc}", file=sys.stderr)
+        finally:
+            self.emu.latency(0)
+        print(f"bench: run {run + 1}: {name} took {time.monotonic() - t0:.1f} s", file=sys.stderr)
+
+    # --- sequential reads -----------------------------------------------------------------
+
+    def sequential(self, run: int) -> None:
+        f = self.figures
+        mounted_file = self.mnt / BIG_DIR / BIG_NAME
+
+        def on_mount() -> None:
+            cache, log = self.fresh("seq")
+            with self.mount(cache, log, 0) as m:
+                with RssSampler(m.pid) as rss:
+                    f.add("seq.cold", dd_mbps(mounted_file, self.size))
+                f.add("seq.rss", rss.peak / 1e6)
+                f.add("seq.hwm", proc_status(m.pid).get("VmHWM", 0) / 1e6)
+                f.add("seq.cold.mb", self.emu.counts().storage_mb)
+                resident = page_cache_bytes(mounted_file)
+                if resident is not None:
+                    f.add("seq.resident", resident / 1e6)
+                self.emu.reset()
+                f.add("seq.warm", dd_mbps(mounted_file, self.size))
+                f.add("seq.warm.mb", self.emu.counts().storage_mb)
+            with self.mount(cache, log, 0):
+                f.add("seq.disk", dd_mbps(mounted_file, self.size))
+                f.add("seq.disk.mb", self.emu.counts().storage_mb)
+            shutil.rmtree(cache, ignore_errors=True)
+            cache, log = self.fresh("seq40")
+            with self.mount(cache, log, LATENCY_MS):
+                f.add("seq.cold40", dd_mbps(mounted_file, self.size))
+                f.add("seq.cold40.requests", self.emu.counts().storage_requests)
+            shutil.rmtree(cache, ignore_errors=True)
+
+        def references() -> None:
+            url = self.emu.signed_url(self.big["id"])  # not timed, as the mount's first call
+            f.add("seq.http", httpx_stream_mbps(url, self.size))
+            f.add("seq.shm", dd_mbps(self.shm_copy, self.size))
+
+        both = (on_mount, references) if run % 2 == 0 else (references, on_mount)
+        for part in both:
+            part()
+
+    # --- BAM regions ----------------------------------------------------------------------
+
+    def bam_regions(self, key: str, regions: tuple[str, ...], run: int) -> None:
+        f = self.figures
+
+        def on_mount() -> int:
+            cache, log = self.fresh(key)
+            with self.mount(cache, log, LATENCY_MS):
+                scratch = Path(tempfile.mkdtemp(dir=self.work))
+                target = str(self.mnt / BAM_DIR / BAM_NAME)
+                seconds, count = samtools_count(target, regions, scratch)
+                counts = self.emu.counts()
+            shutil.rmtree(cache, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+            f.add(f"{key}.mount", seconds)
+            f.add(f"{key}.mount.mb", counts.storage_mb)
+            f.add(f"{key}.mount.requests", counts.storage_requests)
+            f.add(f"{key}.mount.api", counts.api_requests)
+            return count
+
+        def over_http() -> int:
+            target = (
+                f"{self.emu.signed_url(self.bam['id'])}##idx##{self.emu.signed_url(self.bai['id'])}"
+            )
+            # A fresh working directory: htslib may keep a downloaded index there.
+            scratch = Path(tempfile.mkdtemp(dir=self.work))
+            self.emu.latency(LATENCY_MS)
+            self.emu.reset()
+            try:
+                seconds, count = samtools_count(target, regions, scratch)
+                counts = self.emu.counts()
+            finally:
+                self.emu.latency(0)
+                shutil.rmtree(scratch, ignore_errors=True)
+            f.add(f"{key}.http", seconds)
+            f.add(f"{key}.http.mb", counts.storage_mb)
+            f.add(f"{key}.http.requests", counts.storage_requests)
+            f.add(f"{key}.http.api", counts.api_requests)
+            if run == 0:  # once: what samtools itself read from its sockets (a traced run)
+                scratch = Path(tempfile.mkdtemp(dir=self.work))
+                argv = ["samtools", "view", "-c", target, *regions]
+                taken = socket_bytes_read(argv, scratch)
+                self.emu.settle()
+                shutil.rmtree(scratch, ignore_errors=True)
+                if taken is not None:
+                    f.add(f"{key}.http.read_mb", taken / 1e6)
+            return count
+
+        if run % 2 == 0:
+            mount_count, http_count = on_mount(), over_http()
+        else:
+            http_count, mount_count = over_http(), on_mount()
+        if mount_count != http_count:
+            raise BenchError(
+                f"samtools counted {mount_count} reads through the mount, {http_count} over HTTP"
+            )
+        if mount_count == 0:
+            raise BenchError(f"samtools counted no reads in {' '.join(regions)}")
+        f.notes[f"{key}.reads"] = f"{mount_count:,} reads"
+
+    # --- ls -l ----------------------------------------------------------------------------
+
+    def listing(self, run: int) -> None:
+        f = self.figures
+        pages = [self.emu.page_url(self.many["id"], o) for o in range(0, MANY_COUNT, 100)]
+
+        def on_mount() -> None:
+            cache, log = self.fresh("ls")
+            with self.mount(cache, log, LATENCY_MS):
+                argv = ["ls", "-l", str(self.mnt / MANY_DIR)]
+                seconds, out, _ = run_tool(argv, TOOL_TIMEOUT)
+                counts = self.emu.counts()
+                # Again on the same mount: listing and attributes cached, so what is left is
+                # the mount's per-entry cost (lstat, 2 getxattr per entry; readdir).
+                f.add("ls.warm", run_tool(argv, TOOL_TIMEOUT)[0])
+            shutil.rmtree(cache, ignore_errors=True)
+            lines = out.count(b"\n")
+            if lines != MANY_COUNT + 1:  # "total N" and one line per entry
+                raise BenchError(f"ls -l printed {lines} lines, expected {MANY_COUNT + 1}")
+            f.add("ls.mount", seconds)
+            f.add("ls.mount.api", counts.api_requests)
+
+        def reference() -> None:
+            f.add("ls.http0", pages_seconds(pages, MANY_COUNT))
+            self.emu.latency(LATENCY_MS)
+            try:
+                f.add("ls.http", pages_seconds(pages, MANY_COUNT))
+            finally:
+                self.emu.latency(0)
+
+        for part in (on_mount, reference) if run % 2 == 0 else (reference, on_mount):
+            part()
+
+    # --- h5py -----------------------------------------------------------------------------
+
+    def hdf5(self, run: int) -> None:
+        f = self.figures
+
+        def on_mount() -> None:
+            cache, log = self.fresh("h5")
+            with self.mount(cache, log, LATENCY_MS):
+                seconds, nbytes = h5py_seconds(self.mnt / H5_DIR / H5_NAME, H5_DATASET)
+                counts = self.emu.counts()
+            shutil.rmtree(cache, ignore_errors=True)
+            f.add("h5.mount", seconds)
+            f.add("h5.mount.requests", counts.storage_requests)
+            f.add("h5.mount.mb", counts.storage_mb)
+            f.add("h5.mount.api", counts.api_requests)
+            f.notes["h5.bytes"] = f"{nbytes:,} bytes of data"
+
+        def local() -> None:
+            f.add("h5.local", h5py_seconds(self.h5_local, H5_DATASET)[0])
+
+        for part in (on_mount, local) if run % 2 == 0 else (local, on_mount):
+            part()
+
+    # --- a huge folder ----------------------------------------------------------------------
+
+    def choose_list_dir(self) -> None:
+        """The 100,000-entry folder, unless the emulator would take too long to list it."""
+        assert self.huge is not None
+        folder = self.huge.find(HUGE_DIR)
+        t0 = time.monotonic()
+        get_json(self.huge.page_url(folder["id"], HUGE_COUNT // 2), SB_HEADERS)
+        page = time.monotonic() - t0
+        projected = page * (HUGE_COUNT // 100)
+        if projected <= LIST_BUDGET:
+            self.list_dir, self.list_count = HUGE_DIR, HUGE_COUNT
+            return
+        self.list_dir, self.list_count = FALLBACK_DIR, FALLBACK_COUNT
+        self.figures.notes["list.fallback"] = (
+            f"the emulator takes {page:.2f} s per page of the {HUGE_COUNT:,}-entry folder, so "
+            f"one listing would take ~{projected / 60:.0f} min: listed the {FALLBACK_COUNT:,}-"
+            "entry folder instead"
+        )
+        print(f"bench: {self.figures.notes['list.fallback']}", file=sys.stderr)
+
+    def huge_listing(self, run: int) -> None:
+        assert self.list_dir is not None and self.huge is not None
+        f = self.figures
+        timeout = max(TOOL_TIMEOUT, 600.0)
+        cache, log = self.fresh("list")
+        # A long operation deadline: this workload measures memory, not time.
+        with self.mount(cache, log, 0, ("--timeout", f"{timeout:.0f}"), self.huge) as m:
+            run_tool(["ls", str(self.mnt)], TOOL_TIMEOUT)
+            time.sleep(0.5)
+            before = proc_status(m.pid)["VmRSS"]
+            seconds, out, _ = run_tool(["ls", "-f", str(self.mnt / self.list_dir)], timeout + 30)
+            time.sleep(1.0)
+            status = proc_status(m.pid)
+        shutil.rmtree(cache, ignore_errors=True)
+        entries = sum(1 for name in out.split(b"\n") if name not in (b"", b".", b".."))
+        if entries != self.list_count:
+            raise BenchError(f"ls -f listed {entries:,} entries, expected {self.list_count:,}")
+        f.add("list.per_entry", (status["VmRSS"] - before) / entries / 1e3)
+        f.add("list.seconds", seconds)
+        f.add("list.before", before / 1e6)
+        f.add("list.hwm", status["VmHWM"] / 1e6)
+
+
+# --- the mount benchmark: the table -------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    name: str
+    group: str
+    mount_key: str
+    unit: str
+    fmt: str
+    ref_name: str = "-"
+    ref_key: str | None = None
+    target: str = "-"
+    passes: Callable[[Row, Figures], bool] | None = None
+    """None: a figure to report, not judged."""
+
+    def ratio(self, f: Figures) -> float | None:
+        mine = f.get(self.mount_key)
+        ref = f.get(self.ref_key) if self.ref_key else None
+        if mine is None or ref is None or ref.median == 0:
+            return None
+        return mine.median / ref.median
+
+    def cells(self, f: Figures) -> list[str]:
+        def cell(key: str | None) -> str:
+            s = f.get(key) if key else None
+            if s is None:
+                return "-"
+            return f"{s.median:{self.fmt}} ({s.low:{self.fmt}}-{s.high:{self.fmt}}) {self.unit}"
+
+        ratio = self.ratio(f)
+        if f.get(self.mount_key) is None:
+            verdict = "ERROR" if self.group in f.errors else "skipped"
+        elif self.passes is None:
+            verdict = "report"
+        elif self.ref_key is not None and ratio is None:
+            verdict = "ERROR"
+        else:
+            verdict = "PASS" if self.passes(self, f) else "FAIL"
+        if self.group in f.errors and verdict != "ERROR":
+            verdict += " *"  # some runs failed
+        return [
+            self.name,
+            cell(self.mount_key),
+            self.ref_name,
+            cell(self.ref_key),
+            "-" if ratio is None else f"{ratio:.2f}x",
+            self.target,
+            verdict,
+        ]
+
+
+def _median(f: Figures, key: str) -> float:
+    s = f.get(key)
+    return s.median if s is not None else float("nan")
+
+
+def _ratio_at_least(minimum: float) -> Callable[[Row, Figures], bool]:
+    return lambda row, f: (row.ratio(f) or 0.0) >= minimum
+
+
+def _ratio_at_most(maximum: float) -> Callable[[Row, Figures], bool]:
+    return lambda row, f: (row.ratio(f) or float("inf")) <= maximum
+
+
+def mount_rows(size: int, list_count: int) -> list[Row]:
+    label = f"{size >> 30} GiB" if size >= 1 << 30 else f"{size >> 20} MiB"
+    at_most_half = _ratio_at_most(0.5)
+    return [
+        Row(
+            f"cold sequential read, {label}, dd bs=1M",
+            "sequential",
+            "seq.cold",
+            "MB/s",
+            ",.0f",
+            "httpx+trio streaming GET",
+            "seq.http",
+            ">= 0.9x",
+            _ratio_at_least(0.9),
+        ),
+        Row(
+            f"cold sequential read, {label}, +40 ms/request",
+            "sequential",
+            "seq.cold40",
+            "MB/s",
+            ",.0f",
+            "the cold read at 0 ms",
+            "seq.cold",
+            ">= 0.8x",
+            _ratio_at_least(0.8),
+        ),
+        Row(
+            "warm re-read, same mount",
+            "sequential",
+            "seq.warm",
+            "MB/s",
+            ",.0f",
+            "dd of a copy in /dev/shm",
+            "seq.shm",
+            ">= 0.5x",
+            _ratio_at_least(0.5),
+        ),
+        Row(
+            "re-read after remount (disk cache)",
+            "sequential",
+            "seq.disk",
+            "MB/s",
+            ",.0f",
+            "the cold read",
+            "seq.cold",
+            ">= 1.5x",
+            _ratio_at_least(1.5),
+        ),
+        Row(
+            "samtools view -c, 100 kb region, cold, 40 ms",
+            "bam-region",
+            "bam1.mount",
+            "s",
+            ".2f",
+            "samtools over HTTP",
+            "bam1.http",
+            "<= 0.5x; <= 6 MB",
+            lambda row, f: at_most_half(row, f) and _median(f, "bam1.mount.mb") <= 6.0,
+        ),
+        Row(
+            "samtools view -c, 10 x 1 kb regions, cold, 40 ms",
+            "bam-scattered",
+            "bam10.mount",
+            "s",
+            ".2f",
+            "samtools over HTTP",
+            "bam10.http",
+            "<= 0.5x",
+            at_most_half,
+        ),
+        Row(
+            f"ls -l of {MANY_COUNT:,} entries, cold, 40 ms",
+            "ls",
+            "ls.mount",
+            "s",
+            ".2f",
+            "20 pages in series, httpx",
+            "ls.http",
+            "< 0.5 s",
+            lambda row, f: _median(f, "ls.mount") < 0.5,
+        ),
+        Row(
+            f"h5py, {H5_DATASET} of {H5_NAME}, cold, 40 ms",
+            "h5py",
+            "h5.mount",
+            "s",
+            ".3f",
+            "h5py on a local copy",
+            "h5.local",
+            "report",
+            None,
+        ),
+        Row(
+            f"peak RSS of the mount, cold {label} read",
+            "sequential",
+            "seq.hwm",
+            "MB",
+            ",.0f",
+            target="<= 250 MB",
+            passes=lambda row, f: max(f.values["seq.hwm"] + f.values.get("seq.rss", [])) <= 250,
+        ),
+        Row(
+            f"RSS per entry, {list_count:,}-entry folder" if list_count else "RSS per entry",
+            "huge-listing",
+            "list.per_entry",
+            "KB",
+            ".2f",
+            target="<= 2 KB",
+            passes=lambda row, f: _median(f, "list.per_entry") <= 2.0,
+        ),
+    ]
+
+
+def print_rows(header: list[str], rows: list[list[str]], right: set[int]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        return " | ".join(
+            c.rjust(w) if i in right else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    print(line(header))
+    print("-+-".join("-" * w for w in widths))
+    for r in rows:
+        print(line(r))
+
+
+def print_mount_report(bench: MountBench, runs: int, quick: bool) -> None:
+    f = bench.figures
+    rows = mount_rows(bench.size, bench.list_count)
+    print_rows(
+        ["#", "workload", "mount", "reference (same run)", "reference", "ratio", "target", ""],
+        [[str(i + 1), *row.cells(f)] for i, row in enumerate(rows)],
+        right={0, 2, 4, 5},
+    )
+    print()
+    print("Requests to the emulator, median (min-max) per run; storage = signed-URL GETs:")
+    counts = []
+    for key, what in (("bam1", "100 kb region"), ("bam10", "10 x 1 kb regions")):
+        for side, name in (("mount", "mount"), ("http", "samtools over HTTP")):
+            counts.append(_count_row(f, f"{key}.{side}", f"{what}, {name}"))
+    counts.append(_count_row(f, "h5.mount", f"h5py {H5_DATASET}, mount"))
+    print_rows(
+        ["workload", "storage requests", "storage MB", "MB read by samtools", "API requests"],
+        counts,
+        right={1, 2, 3, 4},
+    )
+    print(
+        "storage MB: the emulator's sb.storage byte counter. On the HTTP side it is far more "
+        "than samtools used: htslib opens with an unranged GET and seeks with open-ended "
+        "ranges (bytes=N-), dropping each response once it has what it needs, and the emulator "
+        "streams and counts every body to its end after the client has gone. 'MB read by "
+        "samtools' is what samtools read from its sockets (one untimed run under strace -y). "
+        "The mount sends only bounded ranges, so its counter is exact."
+    )
+    print()
+    print("Notes:")
+
+    def cells(key: str, fmt: str = ",.0f") -> str:
+        s = f.get(key)
+        return "-" if s is None else f"{s.median:{fmt}}"
+
+    print(
+        f"- MB = 10^6 bytes, KB = 10^3 bytes; medians of {runs} runs, each cold figure on a fresh "
+        "mount with a fresh cache directory (the mount's page cache dies with it)."
+    )
+    print(
+        f"- rows 1-4: the cold read fetched {cells('seq.cold.mb')} MB from the emulator, the warm "
+        f"re-read {cells('seq.warm.mb')} MB, the re-read after remounting {cells('seq.disk.mb')} "
+        f"MB; at 40 ms the cold read took {cells('seq.cold40.requests')} storage requests. The "
+        "disk-cache re-read reads cache files the host's page cache still holds (the host's "
+        f"caches are never dropped). When the warm re-read began, {cells('seq.resident')} MB "
+        "of the file was in the page cache (fincore); the rest goes through the mount again."
+    )
+    print(
+        f"- row 9: VmHWM after the cold read (shown); the highest VmRSS sampled every "
+        f"{RSS_INTERVAL * 1000:.0f} ms during it was {cells('seq.rss')} MB. Judged on the worst "
+        "run."
+    )
+    print(
+        "- rows 5-6: timed from a cold mount, so the mount's own listings of / and bam/ and its "
+        f"download_info calls are included ({cells('bam1.mount.api')} API requests, each "
+        f"{LATENCY_MS:.0f} ms); samtools over HTTP gets its two signed URLs untimed "
+        f"(URL##idx##URL). One samtools invocation with all regions on both sides. Row 5: "
+        f"{BAM_REGION}, {f.notes.get('bam1.reads', '?')}; row 6: "
+        f"{', '.join(BAM_SCATTERED)}, {f.notes.get('bam10.reads', '?')}."
+    )
+    print(
+        f"- row 7: the emulator alone serves the 20 pages in series in {cells('ls.http0', '.2f')} "
+        f"s at 0 ms (it is single-threaded: that time is a floor for any client); the mount "
+        f"made {cells('ls.mount.api')} API requests; a second `ls -l` on the same mount "
+        f"(listing cached) took {cells('ls.warm', '.2f')} s."
+    )
+    print(
+        f"- row 8: timed inside a child after `import h5py` (open + read of "
+        f"{f.notes.get('h5.bytes', '?')})."
+    )
+    if quick:
+        print("- row 10: skipped by --quick.")
+    elif f.get("list.per_entry") is not None:
+        print(
+            "- row 10: (VmRSS after - before) / entries after one `ls -f` of the folder (served "
+            "by an emulator of its own), no latency; the listing took "
+            f"{cells('list.seconds', '.1f')} s, VmRSS before {cells('list.before')} MB, VmHWM "
+            f"after {cells('list.hwm')} MB."
+        )
+    if "list.fallback" in f.notes:
+        print(f"- row 10: {f.notes['list.fallback']}.")
+    print(
+        f"- the emulator runs with --rate-limit {RATE_LIMIT:,} (no SB rate-limit waits); "
+        "latency is set with POST /_emulator/config after each mount said ready."
+    )
+    if f.errors:
+        print("- *: some runs of that workload failed; its figures are those of the other runs.")
+    for group, errors in f.errors.items():
+        for error in errors:
+            print(f"- ERROR in {group}, {error[:600]}")
+
+
+def _count_row(f: Figures, prefix: str, name: str) -> list[str]:
+    def cell(key: str, fmt: str) -> str:
+        s = f.get(key)
+        if s is None:
+            return "-"
+        return f"{s.median:{fmt}} ({s.low:{fmt}}-{s.high:{fmt}})"
+
+    return [
+        name,
+        cell(f"{prefix}.requests", ",.0f"),
+        cell(f"{prefix}.mb", ",.2f"),
+        cell(f"{prefix}.read_mb", ",.2f"),
+        cell(f"{prefix}.api", ",.0f"),
+    ]
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    quick: bool = args.quick
+    size = QUICK_SIZE if quick else DEFAULT_SIZE
+    runs: int = args.runs
+    for tool in ("fusermount3", "samtools", "dd", "ls"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is not installed")
+    if not os.path.exists("/dev/fuse"):
+        raise BenchError("no /dev/fuse: cannot mount")
+    t0 = time.monotonic()
+    load_before = os.getloadavg()[0]
+    bam = ensure_bam()
+    h5ad = demo_h5ad()
+    work = Path(tempfile.mkdtemp(prefix="remotefs-bench-"))
+    shm = Path(tempfile.mkdtemp(prefix="remotefs-bench-", dir="/dev/shm"))
+    bench: MountBench | None = None
+    try:
+        data = write_mount_data(work, size, bam=bam, h5ad=h5ad)
+        huge_data = None if quick else write_huge_data(work)
+        shm_copy = shm / "local.bin"
+        write_local_copy(shm_copy, size)
+        print(f"bench: data ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
+        with ExitStack() as stack:
+            extra = ("--project", MOUNT_PROJECT, "--rate-limit", str(RATE_LIMIT))
+            emu = Emulator(*stack.enter_context(running_emulator(data, work, extra)), MOUNT_PROJECT)
+            huge = None
+            if huge_data is not None:
+                extra = ("--project", HUGE_PROJECT, "--rate-limit", str(RATE_LIMIT))
+                started = stack.enter_context(running_emulator(huge_data, work, extra, "huge"))
+                huge = Emulator(*started, HUGE_PROJECT)
+            bench = MountBench(emu, work, size, shm_copy, huge)
+            spot_check(emu.signed_url(bench.big["id"]), {}, shm_copy, size)
+            groups: list[tuple[str, Callable[[int], None]]] = [
+                ("sequential", bench.sequential),
+                ("bam-region", lambda run: bench.bam_regions("bam1", (BAM_REGION,), run)),
+                ("bam-scattered", lambda run: bench.bam_regions("bam10", BAM_SCATTERED, run)),
+                ("ls", bench.listing),
+                ("h5py", bench.hdf5),
+            ]
+            if not quick:
+                bench.choose_list_dir()
+                groups.append(("huge-listing", bench.huge_listing))
+            for run in range(runs):
+                for name, fn in groups:
+                    bench.group(name, fn, run)
+    finally:
+        mnt = work / "mnt"
+        if _mounted_at(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True, timeout=30)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(shm, ignore_errors=True)
+
+    assert bench is not None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    samtools = run_tool(["samtools", "--version"], 10)[1].decode(errors="replace").split("\n")[0]
+    print(
+        f"mount benchmark: {size:,}-byte {BIG_DIR}/{BIG_NAME}, {bam.stat().st_size:,}-byte BAM, "
+        f"{runs} runs{' (--quick)' if quick else ''}, {cores} cores, {samtools}, "
+        f"kernel {os.uname().release}, loopback, {time.monotonic() - t0:.0f} s in all; "
+        f"1-min load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end"
+    )
+    print()
+    print_mount_report(bench, runs, quick)
+    return 1 if bench.figures.errors else 0
+
+
 # --- command line ---------------------------------------------------------------------------
 
 
@@ -527,6 +1818,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="bytes of the generated file (default %(default)s, the demo's 1 GiB)",
     )
     p.set_defaults(func=cmd_emulator)
+    m = sub.add_parser("mount", help="workloads through a real mount, each vs a reference")
+    m.add_argument(
+        "--runs",
+        type=_positive(3),
+        default=MOUNT_RUNS,
+        help="runs of every workload, at least 3 (default %(default)s)",
+    )
+    m.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"a {QUICK_SIZE >> 20} MiB file instead of 1 GiB; skip the 100,000-entry folder",
+    )
+    m.set_defaults(func=cmd_mount)
     return parser
 
 
