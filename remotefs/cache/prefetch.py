@@ -7,8 +7,9 @@ multi-threaded kernel side). So a read counts as sequential when it starts withi
 
 State machine, per handle:
 
-- a sequential read doubles the window (from ``INITIAL_WINDOW`` up to ``MAX_WINDOW``) and
-  asks the cache to hold ``[reached, reached + window)``: the bytes are fetched in the
+- a sequential read grows the window to twice the bytes read in the current streak (from
+  ``INITIAL_WINDOW`` up to ``MAX_WINDOW``) and asks the cache to hold
+  ``[reached, reached + window)``: the bytes are fetched in the
   background in chunk-aligned requests of at most ``REQUEST_SIZE``, several at once under the
   cache's global limit;
 - any other read (a seek) resets the window to zero: random readers (samtools after its
@@ -24,13 +25,13 @@ from dataclasses import dataclass
 
 from remotefs.cache.extents import CHUNK_SIZE
 
-INITIAL_WINDOW = 1 << 20
-"""The first read-ahead after two sequential reads: one chunk."""
+INITIAL_WINDOW = 256 << 10
+"""The smallest read-ahead: two of the kernel's 128 KiB reads."""
 MAX_WINDOW = 32 << 20
 """Bytes ahead of the reader at most: with 8 requests in flight at 40 ms each this keeps a
 ~1 GB/s stream busy, and it bounds the memory a stream holds."""
 REQUEST_SIZE = 4 << 20
-"""Bytes per read-ahead request: few round trips, a body small enough to buffer."""
+"""Bytes per read-ahead request at most: few round trips, a body small enough to buffer."""
 TOLERANCE = 2 << 20
 """How far from the reached offset a read may start and still count as sequential."""
 
@@ -38,26 +39,35 @@ TOLERANCE = 2 << 20
 @dataclass
 class ReadAhead:
     reached: int = -1
+    streak: int = 0
     window: int = 0
     asked: int = 0
 
     def plan(self, offset: int, size: int, file_size: int) -> list[tuple[int, int]]:
-        """Record a read; return the byte ranges to fetch ahead (chunk-aligned, capped)."""
+        """Record a read; return the byte ranges to fetch ahead.
+
+        The window is twice what the reader has read sequentially so far (at least
+        ``INITIAL_WINDOW``, at most ``MAX_WINDOW``): a samtools region query that reads 1 MB
+        after its seek fetches ~2 MB ahead, a 1 GiB stream reaches the full window after
+        16 MiB. Ranges are topped up only in pieces of at least half the window (capped at
+        ``REQUEST_SIZE``) so that a stream of 128 KiB reads makes few, large requests.
+        """
         end = min(offset + size, file_size)
-        sequential = self.reached >= 0 and abs(offset - self.reached) <= TOLERANCE
-        if offset == 0 and self.reached < 0:
-            sequential = False  # the very first read: wait for a second one to decide
-        self.reached = max(self.reached, end) if sequential else end
+        sequential = self.reached > 0 and abs(offset - self.reached) <= TOLERANCE
         if not sequential:
-            self.window = 0
-            self.asked = end
+            self.reached, self.streak, self.window, self.asked = end, 0, 0, end
             return []
-        self.window = min(MAX_WINDOW, max(INITIAL_WINDOW, self.window * 2))
-        start = max(self.asked, end)
-        start = (start // CHUNK_SIZE) * CHUNK_SIZE if start > end else start
+        self.streak += end - offset
+        self.reached = max(self.reached, end)
+        self.window = min(MAX_WINDOW, max(INITIAL_WINDOW, 2 * self.streak))
+        start = max(self.asked, self.reached)
         stop = min(file_size, self.reached + self.window)
-        stop = min(file_size, -(-stop // CHUNK_SIZE) * CHUNK_SIZE)  # up to a chunk boundary
-        if stop - start < REQUEST_SIZE and stop < file_size:
-            return []  # top up in whole requests: fewer, larger round trips
+        if self.window >= CHUNK_SIZE:  # large windows end on chunk boundaries
+            stop = min(file_size, -(-stop // CHUNK_SIZE) * CHUNK_SIZE)
+        piece = min(REQUEST_SIZE, self.window // 2)
+        if stop - start < piece and stop < file_size:
+            return []  # top up in large pieces: fewer round trips
+        if stop <= start:
+            return []
         self.asked = stop
         return [(a, min(stop, a + REQUEST_SIZE)) for a in range(start, stop, REQUEST_SIZE)]

@@ -22,14 +22,17 @@ import hmac
 import json
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from remotefs.emulator.asgi import Request, Response, json_response
 from remotefs.emulator.control import Knobs, RateLimiter
 from remotefs.emulator.dataset import Dataset, Node, sb_timestamp
 from remotefs.emulator.ranges import ByteRange, Unsatisfiable, parse_range
+
+T = TypeVar("T")
 
 MORE_INFO = "https://docs.sevenbridges.com/reference/api-status-codes"  # A8
 MAX_LIMIT = 100
@@ -320,11 +323,16 @@ class SevenBridgesApi:
         return json_response(200, body, [("X-Total-Matching-Query", str(total))])
 
     def _offset_collection(
-        self, req: Request, objs: list[dict[str, Any]], default: tuple[str, ...]
+        self,
+        req: Request,
+        objs: Sequence[T],
+        default: tuple[str, ...],
+        render: Callable[[T], dict[str, Any]],
     ) -> Response:
+        """One page of ``objs``; only the page's items are rendered (a folder may be huge)."""
         offset, limit = self._paging(req)
         page = objs[offset : offset + limit]
-        items = [select_fields(o, req.param("fields"), default) for o in page]
+        items = [select_fields(render(o), req.param("fields"), default) for o in page]
         links = []
         if offset + limit < len(objs):
             links.append(
@@ -429,7 +437,7 @@ class SevenBridgesApi:
             for o in objs
             if (owner is None or o["id"].split("/")[0] == owner) and name in o["name"].lower()
         ]
-        return self._offset_collection(req, objs, PROJECT_LIST_DEFAULT)
+        return self._offset_collection(req, objs, PROJECT_LIST_DEFAULT, lambda o: o)
 
     async def project(self, req: Request, m: re.Match[str]) -> Response:
         if f"{m['owner']}/{m['name']}" != self.ds.project_id:
@@ -480,16 +488,15 @@ class SevenBridgesApi:
                 continue
             if tasks:  # no emulated file was produced by a task
                 continue
-            md = node.sb_metadata
-            if any(md.get(k) not in values for k, values in meta.items()):
+            if meta and any(node.sb_metadata.get(k) not in v for k, v in meta.items()):
                 continue
             out.append(node)
         return out
 
     async def list_files(self, req: Request, m: re.Match[str]) -> Response:
         folder, _ = self._listed_folder(req)
-        objs = [self.file_obj(req, n) for n in self._filtered(req, folder)]
-        return self._offset_collection(req, objs, FILE_LIST_DEFAULT)
+        nodes = self._filtered(req, folder)
+        return self._offset_collection(req, nodes, FILE_LIST_DEFAULT, partial(self.file_obj, req))
 
     async def scroll_files(self, req: Request, m: re.Match[str]) -> Response:
         folder, key = self._listed_folder(req)
@@ -505,7 +512,7 @@ class SevenBridgesApi:
     async def folder_list(self, req: Request, m: re.Match[str]) -> Response:
         folder = self._folder(m["id"])
         return self._offset_collection(
-            req, [self.file_obj(req, n) for n in folder.children], FOLDER_LIST_DEFAULT
+            req, folder.children, FOLDER_LIST_DEFAULT, partial(self.file_obj, req)
         )
 
     async def folder_scroll(self, req: Request, m: re.Match[str]) -> Response:
