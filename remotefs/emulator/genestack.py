@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from remotefs.emulator.asgi import Request, Response, json_response
 from remotefs.emulator.contents import file_contents
@@ -29,6 +29,8 @@ from remotefs.emulator.dataset import Dataset, Node, Study
 from remotefs.emulator.odm_query import QueryError, parse_filter, parse_query
 from remotefs.emulator.ranges import ByteRange, parse_range
 from remotefs.emulator.sevenbridges import _http_date, content_disposition
+
+T = TypeVar("T")
 
 MAX_PAGE_LIMIT = 2000
 UNAUTHENTICATED = (
@@ -182,12 +184,13 @@ class GenestackApi:
         if not kinds & {media_type, top, "*/*"}:
             raise OdmError(406, f"Only {media_type} can be produced here.")
 
-    def _list_response(self, data: list[dict[str, Any]], limit: int, offset: int) -> Response:
-        page = data[offset : offset + limit]
-        meta = {
-            "pagination": {"count": len(page), "total": len(data), "offset": offset, "limit": limit}
-        }  # A17, A28
-        return json_response(200, {"meta": meta, "data": page})
+    def _list_response(
+        self, items: Sequence[T], limit: int, offset: int, render: Callable[[T], dict[str, Any]]
+    ) -> Response:
+        """A ``ListResponse`` page; only the page's items are rendered."""
+        page = [render(item) for item in items[offset : offset + limit]]
+        pagination = {"count": len(page), "total": len(items), "offset": offset, "limit": limit}
+        return json_response(200, {"meta": {"pagination": pagination}, "data": page})  # A17, A28
 
     # --- handlers ------------------------------------------------------------------------
 
@@ -197,16 +200,7 @@ class GenestackApi:
         include = self._include_contents(req)
         preds = self._predicates(req)
         matched = [n for n in self.ds.odm_files if all(p(self.file_obj(n, False)) for p in preds)]
-        page = [self.file_obj(n, include) for n in matched[offset : offset + limit]]
-        meta = {
-            "pagination": {
-                "count": len(page),
-                "total": len(matched),
-                "offset": offset,
-                "limit": limit,
-            }
-        }
-        return json_response(200, {"meta": meta, "data": page})
+        return self._list_response(matched, limit, offset, lambda n: self.file_obj(n, include))
 
     def _file(self, accession: str) -> Node:
         node = self.ds.by_accession.get(accession)
@@ -263,4 +257,4 @@ class GenestackApi:
         preds = self._predicates(req)
         data = [self.study_obj(s) for s in self.ds.studies]
         data = [d for d in data if all(p(d) for p in preds)]
-        return self._list_response(data, limit, offset)
+        return self._list_response(data, limit, offset, lambda d: d)
