@@ -129,7 +129,8 @@ class Demo:
             if os.path.ismount(mountpoint):
                 subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
         for path in reversed(self.created):
-            shutil.rmtree(path, ignore_errors=True) if not os.path.ismount(path) else None
+            if not os.path.ismount(path):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 def hints(demo: Demo) -> str:

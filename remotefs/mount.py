@@ -110,7 +110,6 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
                 Namespace(backend, ttl=config.ttl), cache, ttl=config.ttl, deadline=config.deadline
             )
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
-            unmount = True
             try:
                 on_ready()
                 notify("READY=1")
@@ -120,12 +119,9 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
                     nursery.start_soon(_terminate_on_signal)
                     await pyfuse3.main()
                     nursery.cancel_scope.cancel()
-            except BaseException:
-                unmount = True
-                raise
             finally:
                 notify("STOPPING=1")
-                pyfuse3.close(unmount=unmount)
+                pyfuse3.close(unmount=True)
                 log.info("unmounted %s", config.mountpoint)
         finally:
             cache.close()
