@@ -115,7 +115,6 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-READY_FD_ENV = "REMOTEFS_READY_FD"
 DAEMON_START_TIMEOUT = 120.0
 
 
@@ -196,6 +195,8 @@ def _run_mount(args: argparse.Namespace) -> int:
     from remotefs.mount import MountError, serve
 
     setup_logging(args.debug)
+    from remotefs.ready import READY_FD_ENV
+
     ready_fd = int(os.environ.pop(READY_FD_ENV, "-1"))
 
     def on_ready() -> None:
@@ -214,33 +215,22 @@ def _run_mount(args: argparse.Namespace) -> int:
 
 def _daemonize(args: argparse.Namespace) -> int:
     """Start ``mount --foreground`` detached; return once it has mounted (or failed)."""
-    import subprocess
-
-    from remotefs.ready import NotReady, read_line
+    from remotefs.ready import NotReady, spawn_mount
 
     cache_dir = (args.cache_dir or default_cache_root()).absolute()
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    read_end, write_end = os.pipe()
-    argv = [a for a in sys.argv[1:]]
-    cmd = [sys.executable, "-m", "remotefs", *argv, "--foreground"]
-    env = dict(os.environ, **{READY_FD_ENV: str(write_end)})
+    argv = sys.argv[sys.argv.index("mount") + 1 :]
     with open(cache_dir / "mount.log", "ab") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            env=env,
-            pass_fds=(write_end,),
-            start_new_session=True,
-        )
-    os.close(write_end)
-    try:
-        text = read_line(read_end, DAEMON_START_TIMEOUT)
-    except NotReady:
-        raise UsageError(f"the mount did not start in {DAEMON_START_TIMEOUT:.0f} s") from None
-    finally:
-        os.close(read_end)
+        try:
+            proc, text = spawn_mount(
+                argv,
+                env=os.environ,
+                timeout=DAEMON_START_TIMEOUT,
+                log=log_file,
+                start_new_session=True,
+            )
+        except NotReady:
+            raise UsageError(f"the mount did not start in {DAEMON_START_TIMEOUT:.0f} s") from None
     if text == "ready":
         return 0
     if proc.poll() is None:

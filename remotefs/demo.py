@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from remotefs.ready import NotReady, read_line
+from remotefs.ready import NotReady, read_line, spawn_mount
 
 DEMO_TOKEN = "demo-token"
 DEMO_PROJECT = "demo-user/demo"
@@ -92,30 +92,21 @@ class Demo:
     def _mount(self, platform: str, args: list[str], secrets: dict[str, str]) -> None:
         mountpoint = self.root / platform
         self._mkdir(mountpoint)
-        read_end, write_end = os.pipe()
-        env = dict(os.environ, **secrets, REMOTEFS_READY_FD=str(write_end))
-        cmd = [
-            sys.executable,
-            "-m",
-            "remotefs",
-            "mount",
-            str(mountpoint),
-            "--foreground",
-            "--platform",
-            platform,
-            *args,
-        ]
+        args = [str(mountpoint), "--platform", platform, *args]
         if self.cache_dir is not None:
-            cmd += ["--cache-dir", str(self.cache_dir)]
-        proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, env=env, pass_fds=(write_end,), start_new_session=True
-        )
-        os.close(write_end)
-        self.procs.append(proc)
+            args += ["--cache-dir", str(self.cache_dir)]
         try:
-            answer = _read_line(read_end, MOUNT_START_TIMEOUT, f"the {platform} mount")
-        finally:
-            os.close(read_end)
+            proc, answer = spawn_mount(
+                args,
+                env={**os.environ, **secrets},
+                timeout=MOUNT_START_TIMEOUT,
+                start_new_session=True,
+            )
+        except NotReady:
+            raise DemoError(
+                f"the {platform} mount did not start within {MOUNT_START_TIMEOUT:.0f} s"
+            ) from None
+        self.procs.append(proc)
         if answer != "ready":
             raise DemoError(answer.removeprefix("error: ") or f"the {platform} mount failed")
         self.mounts.append(mountpoint)

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import os
 import selectors
+import subprocess
+import sys
 import time
+from collections.abc import Mapping
+from typing import IO, Any
 
 
 class NotReady(TimeoutError):
@@ -36,3 +40,44 @@ def read_line(fd: int, timeout: float) -> str:
                 break
             line += byte
     return line.decode(errors="replace").strip()
+
+
+READY_FD_ENV = "REMOTEFS_READY_FD"
+
+
+def spawn_mount(
+    args: list[str],
+    *,
+    env: Mapping[str, str],
+    timeout: float,
+    log: IO[bytes] | None = None,
+    **popen: Any,
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start ``remotefs mount ARGS --foreground``; return it and its readiness line.
+
+    The line is ``ready`` or ``error: …``, or ``""`` if the child exited without one.
+    Credentials travel in ``env`` only, never in ``args``.
+
+    Raises:
+        NotReady: no line within ``timeout``; the child has then been killed (by its PID).
+    """
+    read_end, write_end = os.pipe()
+    cmd = [sys.executable, "-m", "remotefs", "mount", *args, "--foreground"]
+    proc = subprocess.Popen(
+        cmd,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=log,
+        env={**env, READY_FD_ENV: str(write_end)},
+        pass_fds=(write_end,),
+        **popen,
+    )
+    os.close(write_end)
+    try:
+        return proc, read_line(read_end, timeout)
+    except NotReady:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        os.close(read_end)

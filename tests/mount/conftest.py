@@ -80,8 +80,3 @@ def mounted(
             assert mount.unmount() == 0
         finally:
             mount.cleanup()
-
-
-def files_root(mount: Mount, platform: str) -> Path:
-    """Where the demo tree's top level appears: the SB project root, or ODM's studies."""
-    return mount.path

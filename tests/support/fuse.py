@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from remotefs.ready import NotReady, read_line
+from remotefs.ready import NotReady, spawn_mount
 
 READY_TIMEOUT = 60.0
 
@@ -60,31 +59,23 @@ class MountFailed(RuntimeError):
 
 def start_mount(mountpoint: Path, args: list[str], env: dict[str, str], log: Path) -> Mount:
     mountpoint.mkdir(parents=True, exist_ok=True)
-    read_end, write_end = os.pipe()
-    full_env = dict(os.environ, **env, REMOTEFS_READY_FD=str(write_end))
-    cmd = [sys.executable, "-m", "remotefs", "mount", str(mountpoint), "--foreground", *args]
     with open(log, "ab") as log_file:
-        proc = subprocess.Popen(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            env=full_env,
-            pass_fds=(write_end,),
-        )
-    os.close(write_end)
-    mount = Mount(proc, mountpoint, log)
-    try:
         try:
-            answer = read_line(read_end, READY_TIMEOUT)
+            proc, answer = spawn_mount(
+                [str(mountpoint), *args],
+                env={**os.environ, **env},
+                timeout=READY_TIMEOUT,
+                log=log_file,
+            )
         except NotReady:
+            if os.path.ismount(mountpoint):
+                subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
             raise MountFailed(f"not mounted in {READY_TIMEOUT} s: {log.read_text()}") from None
-        finally:
-            os.close(read_end)
-        if answer != "ready":
+    mount = Mount(proc, mountpoint, log)
+    if answer != "ready":
+        try:
             proc.wait(timeout=30)
-            raise MountFailed(f"{answer} (exit {proc.returncode}): {log.read_text()}")
-    except BaseException:
-        mount.cleanup()
-        raise
+        finally:
+            mount.cleanup()
+        raise MountFailed(f"{answer} (exit {proc.returncode}): {log.read_text()}")
     return mount
