@@ -5,17 +5,21 @@ Order of events (each step fails with a one-line ``MountError`` before anything 
 1. the mount point is checked (exists, is a directory, is empty; a dead FUSE mount left by a
    killed process is detached with ``fusermount3 -uz`` and reported);
 2. the backend checks the credentials and the target (``check()``, under the deadline);
-3. ``pyfuse3.init`` mounts read-only; ``on_ready`` is called (the daemonising parent is told,
-   systemd gets ``READY=1``);
-4. ``pyfuse3.main`` serves until ``fusermount3 -u`` or SIGINT/SIGTERM, which call
+3. the cache directory is opened (and locked: one mount per cache directory);
+4. ``pyfuse3.init`` mounts read-only; the kernel's read-ahead for the mount is raised to
+   ``KERNEL_READAHEAD`` where we may (root); ``on_ready`` is called (the daemonising parent is
+   told, systemd gets ``READY=1``);
+5. ``pyfuse3.main`` serves until ``fusermount3 -u`` or SIGINT/SIGTERM, which call
    ``pyfuse3.terminate``; then the session is closed and the mount point released.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
+import re
 import signal
 import subprocess
 from collections.abc import Callable
@@ -27,6 +31,7 @@ import trio
 
 from remotefs.backends import open_backend
 from remotefs.cache.blockcache import BlockCache
+from remotefs.cache.store import CacheDirError
 from remotefs.errors import AccessDenied, NotFound, RemoteError
 from remotefs.fs.namespace import Namespace
 from remotefs.fs.operations import Operations
@@ -35,6 +40,10 @@ from remotefs.memory import bound_malloc
 from remotefs.systemd import notify
 
 log = logging.getLogger(__name__)
+
+KERNEL_READAHEAD = 1 << 20
+"""Bytes the kernel reads ahead on a sequential stream: with FUSE's 1 MiB ``max_pages`` this
+turns the default 128 KiB reads into 1 MiB reads, 8x fewer requests through the daemon."""
 
 
 class MountError(Exception):
@@ -99,18 +108,23 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             raise MountError(
                 f"cannot reach the platform at {config.api_url or 'its API'}: {exc}"
             ) from None
-        cache = BlockCache(
-            config.cache_dir / "blocks",
-            size_limit=config.cache_size,
-            fetch=backend.read,
-            namespace=f"{backend.xattr_namespace}@{getattr(backend, 'cache_scope', '')}",
-        )
+        namespace = f"{backend.xattr_namespace}@{getattr(backend, 'cache_scope', '')}"
+        try:
+            cache = BlockCache(
+                cache_directory(config.cache_dir, namespace),
+                size_limit=config.cache_size,
+                fetch=backend.read,
+                namespace=namespace,
+            )
+        except CacheDirError as exc:
+            raise MountError(str(exc)) from None
         try:
             ops = Operations(
                 Namespace(backend, ttl=config.ttl), cache, ttl=config.ttl, deadline=config.deadline
             )
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
+                raise_kernel_readahead(config.mountpoint)
                 on_ready()
                 notify("READY=1")
                 log.info("mounted %s at %s", config.platform, config.mountpoint)
@@ -134,3 +148,44 @@ async def _terminate_on_signal() -> None:
             log.info("signal %s: unmounting", signal.Signals(signum).name)
             pyfuse3.terminate()
             return
+
+
+def cache_directory(root: Path, namespace: str) -> Path:
+    """One directory per platform endpoint under ``root``: mounts of two platforms (the demo)
+    can share a ``--cache-dir`` without sharing (or locking each other out of) a store."""
+    platform = namespace.partition("@")[0] or "remote"
+    digest = hashlib.sha256(namespace.encode()).hexdigest()[:12]
+    return root.expanduser() / f"{platform}-{digest}"
+
+
+def raise_kernel_readahead(mountpoint: Path, size: int = KERNEL_READAHEAD) -> None:
+    """Set the mount's ``read_ahead_kb`` (only root may; others keep the kernel's 128 KiB).
+
+    The device number comes from /proc/self/mountinfo: a ``stat`` of the mount point from
+    this process would wait on this very process to answer FUSE ``getattr``.
+    """
+    device = _mount_device(mountpoint.absolute())
+    if device is None:
+        return
+    try:
+        Path(f"/sys/class/bdi/{device}/read_ahead_kb").write_text(f"{size >> 10}\n")
+    except OSError as exc:
+        log.debug("kernel read-ahead stays at its default (%s)", exc.strerror)
+        return
+    log.debug("kernel read-ahead for %s (%s): %d KiB", mountpoint, device, size >> 10)
+
+
+def _mount_device(mountpoint: Path) -> str | None:
+    """``major:minor`` of the newest mount at ``mountpoint``, from /proc/self/mountinfo."""
+    wanted = str(mountpoint)
+    found = None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+                if point == wanted:
+                    found = fields[2]
+    except OSError:
+        return None
+    return found

@@ -9,25 +9,18 @@ Invariants: runs are sorted, never overlap and never touch (touching runs are me
 range is cached exactly when one run covers it. Bytes of a file version never change, so when
 a new run overlaps an old one the union is built from either without comparison.
 
-On disk a chunk is one record: a header, then per run its start, length and CRC-32, then the
-bytes. :func:`decode` verifies every run; a damaged record decodes to ``None`` and is fetched
-again, never served.
+On disk (``remotefs.cache.store``) a chunk's runs sit at their offsets in one slot, with a
+CRC-32 per run in the index.
 """
 
 from __future__ import annotations
 
 import bisect
-import struct
-import zlib
 from dataclasses import dataclass, field
 
 CHUNK_SIZE = 1 << 20
 """1 MiB: large enough that a sequential stream is one disk record per MiB, small enough that
 a random reader's chunk records stay small."""
-
-_MAGIC = b"RFX1"
-_HEAD = struct.Struct("<4sI")  # magic, number of runs
-_RUN = struct.Struct("<III")  # start, length, crc32
 
 
 @dataclass
@@ -89,37 +82,3 @@ class Extents:
         merged = left + data + right if (left or right) else data
         self.starts[lo:hi] = [new_start]
         self.runs[lo:hi] = [merged]
-
-    def encode(self) -> bytes:
-        parts = [_HEAD.pack(_MAGIC, len(self.runs))]
-        parts += [
-            _RUN.pack(s, len(r), zlib.crc32(r)) for s, r in zip(self.starts, self.runs, strict=True)
-        ]
-        parts += self.runs
-        return b"".join(parts)
-
-
-def decode(record: bytes) -> Extents | None:
-    """The extents of a disk record, or None when it is damaged in any way."""
-    try:
-        magic, count = _HEAD.unpack_from(record, 0)
-        if magic != _MAGIC:
-            return None
-        pos = _HEAD.size
-        heads = []
-        for _ in range(count):
-            heads.append(_RUN.unpack_from(record, pos))
-            pos += _RUN.size
-        out = Extents()
-        last_end = -1
-        for start, length, crc in heads:
-            run = record[pos : pos + length]
-            pos += length
-            if len(run) != length or zlib.crc32(run) != crc or start <= last_end:
-                return None
-            out.starts.append(start)
-            out.runs.append(run)
-            last_end = start + length
-        return out if pos == len(record) else None
-    except struct.error:
-        return None

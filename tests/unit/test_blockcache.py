@@ -136,10 +136,10 @@ async def test_disk_tier_survives_reopen_and_rejects_damage(
         assert await cache.read(ENTRY, 10, 2 * CHUNK_SIZE) == CONTENT.read(10, 2 * CHUNK_SIZE)
         assert platform.fetched == fetched  # from disk
         # damage chunk 2 on disk: the next reader must refetch it, not serve it
-        key = cache._disk_key(("t", "f1", "v1", 2))
-        record = bytearray(cache.disk.get(key))
-        record[-100] ^= 0xFF
-        cache.disk.set(key, bytes(record))
+        slot, _ = cache.disk._index[cache.disk.key_text(("t", "f1", "v1", 2))]
+        with open(tmp_path / "blocks" / "blocks", "r+b") as f:
+            f.seek(slot * CHUNK_SIZE + 100)
+            f.write(b"\0" * 8)
         cache._memory.clear()
         assert await cache.read(ENTRY, 2 * CHUNK_SIZE, 1000) == CONTENT.read(2 * CHUNK_SIZE, 1000)
         assert platform.fetched == fetched + 1000

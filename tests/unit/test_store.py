@@ -1,0 +1,122 @@
+"""The disk tier: slots bounded by the size limit, LRU reuse, persistence, damage detection."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from remotefs.cache.extents import CHUNK_SIZE, Extents
+from remotefs.cache.store import (
+    CacheDirError,
+    ChunkStore,
+    DamagedChunk,
+    decode_header,
+    encode_header,
+)
+
+SOURCE = os.urandom(3 * CHUNK_SIZE)
+
+
+def chunk(n: int, *runs: tuple[int, int]) -> Extents:
+    e = Extents()
+    for start, end in runs or [(0, CHUNK_SIZE)]:
+        e.add(start, SOURCE[n * CHUNK_SIZE + start : n * CHUNK_SIZE + end][: end - start])
+    return e
+
+
+def key(n: int) -> tuple[str, str, str, int]:
+    return ("t", "file", "v1", n)
+
+
+def test_round_trip_and_persistence(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, size_limit=8 * CHUNK_SIZE)
+    store.put_many([(key(0), chunk(0)), (key(1), chunk(1, (10, 20), (4096, 8192)))])
+    assert store.get(key(0)) == chunk(0)
+    store.close()
+    store = ChunkStore(tmp_path, size_limit=8 * CHUNK_SIZE)
+    assert key(1) in store and key(2) not in store
+    assert store.get(key(1)) == chunk(1, (10, 20), (4096, 8192))
+    assert store.get(key(2)) is None
+    store.close()
+
+
+def test_the_data_file_never_exceeds_the_limit(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE + 100)
+    for n in range(20):
+        store.put_many([(("t", "file", "v1", n), chunk(n % 3))])
+        assert os.stat(tmp_path / "blocks").st_size <= 4 * CHUNK_SIZE
+        assert len(store) <= 4
+    # least recently used first out: the last four written remain
+    assert [n for n in range(20) if ("t", "file", "v1", n) in store] == [16, 17, 18, 19]
+    store.get(("t", "file", "v1", 16))  # used: now the most recent
+    store.put_many([(("t", "file", "v1", 99), chunk(0))])
+    assert ("t", "file", "v1", 16) in store and ("t", "file", "v1", 17) not in store
+    store.close()
+
+
+def test_a_smaller_limit_on_reopen_forgets_chunks_beyond_it(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, size_limit=6 * CHUNK_SIZE)
+    store.put_many([(("t", "f", "v", n), chunk(0)) for n in range(6)])
+    store.close()
+    store = ChunkStore(tmp_path, size_limit=2 * CHUNK_SIZE)
+    assert len(store) == 2 and os.stat(tmp_path / "blocks").st_size <= 2 * CHUNK_SIZE
+    assert all(store.get(("t", "f", "v", n)) in (None, chunk(0)) for n in range(6))
+    store.close()
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damage_on_disk_is_detected_and_dropped(tmp_path: Path, damage: str) -> None:
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    store.put_many([(key(0), chunk(0)), (key(1), chunk(1))])
+    store.close()
+    blocks = tmp_path / "blocks"
+    if damage == "flip":
+        with open(blocks, "r+b") as f:
+            f.seek(CHUNK_SIZE + 12345)
+            byte = f.read(1)
+            f.seek(CHUNK_SIZE + 12345)
+            f.write(bytes([byte[0] ^ 0xFF]))
+    else:
+        os.truncate(blocks, CHUNK_SIZE + 100)
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    damaged = [n for n in (0, 1) if _damaged(store, n)]
+    assert len(damaged) == 1
+    assert key(damaged[0]) not in store  # dropped: the next read fetches it again
+    store.close()
+
+
+def _damaged(store: ChunkStore, n: int) -> bool:
+    try:
+        return store.get(key(n)) != chunk(n)  # intact chunks come back exact
+    except DamagedChunk:
+        return True
+
+
+def test_one_mount_per_directory(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, size_limit=CHUNK_SIZE)
+    with pytest.raises(CacheDirError, match="in use by another mount"):
+        ChunkStore(tmp_path, size_limit=CHUNK_SIZE)
+    store.close()
+    ChunkStore(tmp_path, size_limit=CHUNK_SIZE).close()
+
+
+def test_an_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(CacheDirError, match="cache directory .*file/cache"):
+        ChunkStore(tmp_path / "file" / "cache", size_limit=CHUNK_SIZE)
+
+
+@settings(max_examples=50)
+@given(st.lists(st.tuples(st.integers(0, CHUNK_SIZE - 1), st.integers(1, 1 << 16)), max_size=8))
+def test_header_round_trip(adds: list[tuple[int, int]]) -> None:
+    e = Extents()
+    for start, length in adds:
+        e.add(start, SOURCE[start : min(CHUNK_SIZE, start + length)])
+    runs = decode_header(encode_header(e))
+    assert runs is not None
+    held = zip(e.starts, e.runs, strict=True)
+    assert [(s, n) for s, n, _ in runs] == [(s, len(r)) for s, r in held]
