@@ -33,7 +33,7 @@ from remotefs.backends import open_backend
 from remotefs.cache.blockcache import BlockCache
 from remotefs.cache.store import CacheDirError
 from remotefs.errors import AccessDenied, NotFound, RemoteError
-from remotefs.fs.namespace import Namespace
+from remotefs.fs.namespace import ROOT_INODE, Namespace
 from remotefs.fs.operations import Operations
 from remotefs.http import make_client
 from remotefs.memory import bound_malloc
@@ -42,8 +42,9 @@ from remotefs.systemd import notify
 log = logging.getLogger(__name__)
 
 KERNEL_READAHEAD = 1 << 20
-"""Bytes the kernel reads ahead on a sequential stream: with FUSE's 1 MiB ``max_pages`` this
-turns the default 128 KiB reads into 1 MiB reads, 8x fewer requests through the daemon."""
+"""Bytes the kernel reads ahead on a sequential stream (FUSE's default: 128 KiB). The reads
+still arrive as 128 KiB requests, but more of them are in flight at once: a cold 1 GiB
+``dd`` measured 184-251 MB/s at 128 KiB and 222-302 MB/s at 1 MiB, alternating runs."""
 
 
 class MountError(Exception):
@@ -131,6 +132,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
                 async with trio.open_nursery() as nursery:
                     await nursery.start(cache.run)
                     nursery.start_soon(_terminate_on_signal)
+                    nursery.start_soon(_list_root, ops.ns, config.deadline)
                     await pyfuse3.main()
                     nursery.cancel_scope.cancel()
             finally:
@@ -140,6 +142,15 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
         finally:
             cache.close()
             await backend.aclose()
+
+
+async def _list_root(namespace: Namespace, deadline: float) -> None:
+    """List the root at once: the first ``ls`` (or path lookup) of a new mount is then free."""
+    with trio.move_on_after(deadline):
+        try:
+            await namespace.listing(ROOT_INODE)
+        except RemoteError as exc:  # the first real lookup will report it
+            log.debug("listing the root in advance failed: %s", exc)
 
 
 async def _terminate_on_signal() -> None:

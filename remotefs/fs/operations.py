@@ -21,6 +21,7 @@ import logging
 import os
 import stat
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -29,6 +30,7 @@ import pyfuse3
 import trio
 
 from remotefs.cache.blockcache import BlockCache
+from remotefs.cache.hints import INDEX_BYTES, companion_names, open_ranges
 from remotefs.cache.prefetch import ReadAhead
 from remotefs.errors import ReadOnly, RemoteError, to_errno
 from remotefs.fs.namespace import Listing, Namespace, Node
@@ -41,6 +43,8 @@ ST_BLKSIZE = 1 << 20
 """htslib sizes its hFILE buffer from st_blksize: 1 MiB makes it read in large pieces."""
 DIR_SIZE = 4096
 """What ext4 reports for a directory; tools that compare trees (find -printf %s, gio) expect it."""
+LOOKUPS_REMEMBERED = 4096
+"""(parent, name) of the most recent lookups: what ``open`` needs to find a file's index."""
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
@@ -99,6 +103,7 @@ class Operations(pyfuse3.Operations):
         self._handles: dict[int, _Open] = {}
         self._dir_handles: dict[int, Listing] = {}
         self._fh = itertools.count(1)
+        self._looked_up: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self.xattr_namespace = namespace.backend.xattr_namespace
 
     # --- attributes ---------------------------------------------------------------------
@@ -127,7 +132,13 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         if name == b".":
             return self._attrs(self.ns.node(parent_inode))
-        return self._attrs(await self.ns.lookup(parent_inode, name))
+        node = await self.ns.lookup(parent_inode, name)
+        if not node.entry.is_dir:
+            self._looked_up[node.inode] = (parent_inode, name)
+            self._looked_up.move_to_end(node.inode)
+            if len(self._looked_up) > LOOKUPS_REMEMBERED:
+                self._looked_up.popitem(last=False)
+        return self._attrs(node)
 
     @fuse_handler
     async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
@@ -177,9 +188,28 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         fh = next(self._fh)
         self._handles[fh] = _Open(inode, node.entry)
+        self._prefetch_on_open(node)
         # keep_cache: the page cache stays valid while the version is unchanged (the inode's
         # entry is only replaced by a listing refresh; the cache key carries the version).
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+
+    def _prefetch_on_open(self, node: Node) -> None:
+        """Start fetching what every reader of this file reads first (``cache.hints``): its
+        tail (or all of it, if small) and, from the cached listing of its folder, its index."""
+        found = self._looked_up.get(node.inode)
+        name = found[1] if found else node.entry.name.encode("utf-8", "surrogateescape")
+        for start, end in open_ranges(name, node.entry.size):
+            self.cache.prefetch(node.entry, start, end)
+        listing = self.ns.cached_listing(found[0]) if found else None
+        if listing is None:
+            return
+        for candidate in companion_names(name):
+            inode = listing.by_name.get(candidate)
+            if inode is not None:
+                index = self.ns.node(inode).entry
+                if not index.is_dir and 0 < index.size <= INDEX_BYTES:
+                    self.cache.prefetch(index, 0, index.size)
+                    return
 
     @fuse_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
@@ -193,10 +223,18 @@ class Operations(pyfuse3.Operations):
 
     # --- extended attributes ------------------------------------------------------------------
 
-    @fuse_handler
     async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+        # security.* and system.* (SELinux labels, POSIX ACLs) are not supported here, and
+        # saying so (EOPNOTSUPP, not ENODATA) matters: ls -l asks for both on every file (4,000
+        # requests for 2,000 files) but remembers "unsupported" per device and stops asking.
+        # The kernel forwards every getxattr (it caches none), so this answer comes first,
+        # without even the handler's deadline scope.
         if not name.startswith(b"user."):
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)  # security.*, system.*: from memory
+            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+        return await self._user_xattr(inode, name)
+
+    @fuse_handler
+    async def _user_xattr(self, inode: int, name: bytes) -> bytes:
         value = xattrs(self.ns.node(inode).entry, self.xattr_namespace).get(name)
         if value is None:
             raise pyfuse3.FUSEError(pyfuse3.ENOATTR)

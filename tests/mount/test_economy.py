@@ -81,6 +81,9 @@ def test_missing_names_cost_nothing(platform: str, cold: Mount, demo_emulator: E
     assert os.getxattr(folder / "ex1.bam", "user.remotefs.name") == b"ex1.bam"
     with pytest.raises(OSError) as info:
         os.getxattr(folder / "ex1.bam", "security.selinux")
+    assert info.value.errno == errno.EOPNOTSUPP  # unsupported: ls -l stops asking
+    with pytest.raises(OSError) as info:
+        os.getxattr(folder / "ex1.bam", "user.no-such-name")
     assert info.value.errno == errno.ENODATA
     os.listxattr(folder / "ex1.bam")
     assert demo_emulator.stats()["total_requests"] == 0

@@ -1,0 +1,80 @@
+"""What to fetch when a file is opened, before the reader asks: the bytes every open reads.
+
+Measured (../shared/workloads, strace of the real tools): every htslib open of a BAM, CRAM,
+BCF or bgzipped VCF reads the head, then ``lseek(-28, SEEK_END)`` for the BGZF EOF marker,
+then reads the **whole index** (``X.bam.bai``, ``X.vcf.gz.tbi``…); h5py reads the head, a
+4 KiB page at the tail, then scattered small pieces. Each of those is a round trip in series
+when fetched on demand; fetched at open they overlap each other and the signed-URL lookup.
+
+- ``tail_range``: the last ``TAIL_BYTES`` of formats whose readers look at the end on open.
+- Small files (``WHOLE_FILE_BYTES`` or less) are fetched whole at open: every tool that opens
+  one reads most of it, and 1 MiB costs about one round trip however it is cut.
+- ``companion_names``: the index files a reader of ``name`` will open next; the caller
+  fetches those (up to ``INDEX_BYTES``) whole, in the background.
+
+All of it is a hint: prefetched ranges go through the block cache like any read (single-flight,
+counted, bounded), and a failed prefetch is never an error for anyone.
+"""
+
+from __future__ import annotations
+
+TAIL_BYTES = 64 << 10
+"""The BGZF EOF marker is the last 28 bytes; HDF5 readers look at the last 4 KiB page; the
+kernel rounds such reads to its read-ahead, so a little more than a page is kept."""
+WHOLE_FILE_BYTES = 1 << 20
+INDEX_BYTES = 32 << 20
+"""Indexes larger than this (a CSI of a huge BAM) are left to the reader's own reads."""
+
+TAIL_READERS = (
+    b".bam",
+    b".cram",
+    b".bcf",
+    b".vcf.gz",
+    b".bgz",
+    b".bed.gz",
+    b".gff.gz",
+    b".gtf.gz",
+    b".h5",
+    b".h5ad",
+    b".hdf5",
+    b".loom",
+)
+"""Names whose readers look at the end of the file on every open (htslib's EOF check, HDF5)."""
+
+INDEXES = {
+    b".bam": (b".bai", b".csi"),
+    b".cram": (b".crai",),
+    b".bcf": (b".csi",),
+    b".vcf.gz": (b".tbi", b".csi"),
+    b".bgz": (b".tbi", b".csi"),
+    b".bed.gz": (b".tbi", b".csi"),
+    b".gff.gz": (b".tbi", b".csi"),
+    b".gtf.gz": (b".tbi", b".csi"),
+    b".fa": (b".fai",),
+    b".fasta": (b".fai",),
+    b".fa.gz": (b".fai", b".gzi"),
+    b".fasta.gz": (b".fai", b".gzi"),
+}
+"""Data suffix → the suffixes of its index, appended (``x.bam.bai``) or replacing the data
+suffix's last part (``x.bai``), as htslib looks for them."""
+
+
+def open_ranges(name: bytes, size: int) -> list[tuple[int, int]]:
+    """Byte ranges of ``name`` worth fetching as soon as it is opened."""
+    if size <= 0:
+        return []
+    if size <= WHOLE_FILE_BYTES:
+        return [(0, size)]
+    if name.lower().endswith(TAIL_READERS):
+        return [(size - TAIL_BYTES, size)]
+    return []
+
+
+def companion_names(name: bytes) -> list[bytes]:
+    """The names an index of ``name`` may have, most likely first."""
+    lower = name.lower()
+    for suffix, index_suffixes in INDEXES.items():
+        if lower.endswith(suffix):
+            stem = name[: len(name) - len(suffix.rsplit(b".", 1)[1]) - 1]
+            return [name + s for s in index_suffixes] + [stem + s for s in index_suffixes]
+    return []
