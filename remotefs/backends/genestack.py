@@ -51,7 +51,7 @@ from remotefs.http import (
     range_header,
     send,
 )
-from remotefs.model import RemoteEntry
+from remotefs.model import RemoteEntry, compact_json
 
 log = logging.getLogger(__name__)
 
@@ -313,8 +313,8 @@ def _file_entry(obj: Mapping[str, Any], info: _Sized) -> RemoteEntry:
         size=info.size,
         mtime_ns=mtime,
         version=f"{info.size}-{mtime}",
-        record=obj,
-        metadata={k: v for k, v in obj.items() if k not in (ACCESSION, NAME)},
+        record_json=compact_json(obj),
+        metadata_json=compact_json({k: v for k, v in obj.items() if k not in (ACCESSION, NAME)}),
     )
 
 
@@ -334,6 +334,6 @@ def _study_entry(study: Any) -> RemoteEntry | None:
         is_dir=True,
         mtime_ns=mtime,
         version=f"0-{mtime}",
-        record=study,
-        metadata={k: v for k, v in study.items() if k not in (ACCESSION, NAME)},
+        record_json=compact_json(study),
+        metadata_json=compact_json({k: v for k, v in study.items() if k not in (ACCESSION, NAME)}),
     )

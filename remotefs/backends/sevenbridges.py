@@ -34,10 +34,10 @@ import json
 import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
@@ -55,9 +55,10 @@ from remotefs.http import (
     range_header,
     send,
 )
-from remotefs.model import RemoteEntry
+from remotefs.model import RemoteEntry, compact_json
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 PAGE_LIMIT = 100
 """The API's maximum ``limit`` (A4): fewest requests per listing."""
@@ -146,26 +147,35 @@ class SevenBridgesBackend:
             raise ProtocolError(f"GET {self._api}{path}: the answer is not JSON") from None
 
     async def _collection(
-        self, path: str, params: dict[str, str | int], deadline: float
-    ) -> list[dict[str, Any]]:
-        """Every item of a paged collection (spec 1.3): the first page, then the rest at once."""
+        self,
+        path: str,
+        params: dict[str, str | int],
+        deadline: float,
+        convert: Callable[[list[dict[str, Any]]], list[T]],
+    ) -> list[T]:
+        """Every item of a paged collection (spec 1.3): the first page, then the rest at once.
+
+        ``convert`` turns each page's items into what the caller keeps as soon as the page
+        arrives: a 100,000-entry folder never holds 100,000 decoded JSON records at once
+        (they would cost ~160 MB, and fragment the heap for the rest of the mount's life).
+        """
         first, response = await self._get_json(
             path, {**params, "offset": 0, "limit": PAGE_LIMIT}, deadline
         )
-        items = _items(first, path)
+        items = convert(_items(first, path))
         total_header = response.headers.get("x-total-matching-query", "")
         if not total_header.strip().isdigit():
             # Not seen from the real API or the emulator; follow the links rather than fail.
             log.debug("GET %s: no X-Total-Matching-Query; following next links", path)
-            return _unique(items + await self._follow_links(first, path, deadline))
+            return _unique(items + convert(await self._follow_links(first, path, deadline)))
         total = int(total_header)
         offsets = range(PAGE_LIMIT, total, PAGE_LIMIT)
 
-        async def page(offset: int) -> list[dict[str, Any]]:
+        async def page(offset: int) -> list[T]:
             body, _ = await self._get_json(
                 path, {**params, "offset": offset, "limit": PAGE_LIMIT}, deadline
             )
-            return _items(body, path)
+            return convert(_items(body, path))
 
         pages = await gather_limited([lambda o=o: page(o) for o in offsets], PAGE_CONCURRENCY)
         for more in pages:
@@ -232,13 +242,13 @@ class SevenBridgesBackend:
     async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
         deadline = self._policy.deadline()
         if directory.id == ROOT_ID:
-            projects = await self._collection("/projects/", {"fields": "_all"}, deadline)
+            projects = await self._collection("/projects/", {"fields": "_all"}, deadline, _records)
             owners = dict.fromkeys(_owner(p) for p in projects if _owner(p))
             return [RemoteEntry(id=OWNER_PREFIX + o, name=o, is_dir=True) for o in owners]
         if directory.id.startswith(OWNER_PREFIX):
             owner = directory.id[len(OWNER_PREFIX) :]
             projects = await self._collection(
-                f"/projects/{quote(owner, safe='')}", {"fields": "_all"}, deadline
+                f"/projects/{quote(owner, safe='')}", {"fields": "_all"}, deadline, _records
             )
             entries = []
             for record in projects:
@@ -250,13 +260,9 @@ class SevenBridgesBackend:
             return entries
         project = self._project_of_root.get(directory.id)
         where: dict[str, str | int] = {"project": project} if project else {"parent": directory.id}
-        items = await self._collection("/files", {**where, "fields": "_all"}, deadline)
-        entries = []
-        for item in items:
-            entry = _file_entry(item)
-            if entry is not None:
-                entries.append(entry)
-        return entries
+        return await self._collection(
+            "/files", {**where, "fields": "_all"}, deadline, _file_entries
+        )
 
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
         if offset < 0 or size < 0:
@@ -367,15 +373,24 @@ def _next_link(body: Any) -> str | None:
     return None
 
 
-def _unique(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _unique(items: list[T]) -> list[T]:
     """Drop repeats of an ID (entries shifting between pages of a changing folder)."""
     seen: set[Any] = set()
     out = []
     for item in items:
-        if item.get("id") not in seen:
-            seen.add(item.get("id"))
+        key = item.id if isinstance(item, RemoteEntry) else item.get("id")  # type: ignore[attr-defined]
+        if key not in seen:
+            seen.add(key)
             out.append(item)
     return out
+
+
+def _records(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return items
+
+
+def _file_entries(items: list[dict[str, Any]]) -> list[RemoteEntry]:
+    return [entry for entry in map(_file_entry, items) if entry is not None]
 
 
 def _owner(project: Mapping[str, Any]) -> str:
@@ -401,8 +416,8 @@ def _project_entry(record: Mapping[str, Any]) -> RemoteEntry:
         is_dir=True,
         mtime_ns=_mtime_ns(record),
         version=f"0-{modified}-",
-        record=dict(record),
-        metadata={"project": pid, "project_name": str(record.get("name", ""))},
+        record_json=compact_json(record),
+        metadata_json=compact_json({"project": pid, "project_name": str(record.get("name", ""))}),
     )
 
 
@@ -432,6 +447,6 @@ def _file_entry(item: dict[str, Any]) -> RemoteEntry | None:
         size=size,
         mtime_ns=_mtime_ns(item),
         version=f"{size}-{item.get('modified_on', '')}-{md5}",
-        record=item,
-        metadata=metadata,
+        record_json=compact_json(item),
+        metadata_json=compact_json(metadata),
     )

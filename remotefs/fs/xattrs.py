@@ -9,10 +9,10 @@ Names served, for every file and directory:
   UTF-8, other values as JSON.
 
 Everything is computed from the entry already in memory: getxattr and listxattr never make a
-network call, and ``security.*``/``system.*`` (asked by ``ls -l`` on every file) are answered
-"no such attribute" at once. An attribute whose name would exceed 255 bytes or contain NUL,
-or whose value exceeds 64 KiB (the Linux limit), is not served; it stays in
-``user.remotefs.json`` unless that record itself is too large.
+network call (``security.*``/``system.*`` are answered "not supported" by the FUSE layer). An
+attribute whose name would exceed 255 bytes or contain NUL, or whose value exceeds 64 KiB (the
+Linux limit), is not served; it stays in ``user.remotefs.json`` unless that record itself is
+too large.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def xattrs(entry: RemoteEntry, namespace: str) -> dict[bytes, bytes]:
     pairs: list[tuple[str, object]] = [
         ("user.remotefs.id", entry.id),
         ("user.remotefs.name", entry.name),
-        ("user.remotefs.json", dict(entry.record)),
+        ("user.remotefs.json", entry.record),
     ]
     pairs += [(f"user.{namespace}.{key}", value) for key, value in entry.metadata.items()]
     out: dict[bytes, bytes] = {}
