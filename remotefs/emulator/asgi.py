@@ -108,7 +108,11 @@ class Response:
 def json_response(
     status: int, payload: Any, headers: list[tuple[str, str]] | None = None
 ) -> Response:
-    body = json.dumps(payload, ensure_ascii=False).encode()
+    text = json.dumps(payload, ensure_ascii=False)
+    try:
+        body = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in a sidecar): send it escaped
+        body = json.dumps(payload).encode()
     return Response(status, [("content-type", "application/json"), *(headers or [])], body)
 
 

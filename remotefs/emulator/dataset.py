@@ -33,6 +33,8 @@ from typing import Any
 from remotefs.emulator.content import Content, DiskContent, GeneratedContent
 
 SIDECAR_SUFFIX = ".meta.json"
+NAME_KEY = "remotefs:name"
+"""A sidecar key that replaces the served platform name (hostile-name tests)."""
 GENERATED_SUFFIX = ".generated"
 PRIVATE_PREFIX = ".remotefs-"
 """Names the emulator's own bookkeeping uses (the demo's completion marker); never served."""
@@ -171,9 +173,10 @@ def _load_dir(path: Path, node: Node, project_id: str, nodes: dict[str, Node]) -
                 content = DiskContent(Path(entry.path), entry.stat().st_size)
             sidecar = path / (name + SIDECAR_SUFFIX)
             meta = _read_json_object(sidecar) if sidecar.name in names else {}
+            served = meta.pop(NAME_KEY, None)  # names no file system can hold: "a/b", "x\0y", "."
             child = Node(
                 _sb_id(project_id, relpath),
-                name,
+                served if isinstance(served, str) else name,
                 relpath,
                 False,
                 entry.stat().st_mtime,

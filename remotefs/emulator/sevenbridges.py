@@ -591,7 +591,12 @@ class SevenBridgesApi:
                 "Signature": self._signature(node.sb_id, expires),
             }
         )
-        return f"{req.base_url}{STORAGE_PREFIX}{node.sb_id}/{quote(node.name)}?{query}"
+        # The name segment is decoration (like an S3 key's last part); "." and ".." would be
+        # dot segments that clients resolve away, so those get a prefix.
+        segment = quote(node.name, safe="", errors="backslashreplace")
+        if not segment.strip("."):
+            segment = f"_{segment}"
+        return f"{req.base_url}{STORAGE_PREFIX}{node.sb_id}/{segment}?{query}"
 
     def storage(self, req: Request) -> Response:
         if req.method not in ("GET", "HEAD"):
@@ -683,9 +688,10 @@ def _http_date(epoch: float) -> str:
 def content_disposition(name: str, *, quoted: bool) -> str:
     """``attachment; filename=…`` in Latin-1 with an RFC 5987 ``filename*`` for the rest."""
     ascii_name = name.encode("ascii", "replace").decode().replace('"', "'").replace("\\", "_")
+    ascii_name = "".join(c if " " <= c < "\x7f" else "_" for c in ascii_name)  # no controls
     plain = f'"{ascii_name}"' if quoted else ascii_name.replace(";", "_")
     sep = "; " if quoted else ";"
     value = f"attachment{sep}filename={plain}"
     if ascii_name != name:
-        value += f"{sep}filename*=UTF-8''{quote(name, safe='')}"
+        value += f"{sep}filename*=UTF-8''{quote(name, safe='', errors='backslashreplace')}"
     return value
