@@ -21,10 +21,17 @@ EMPTY_JSON = b"{}"
 
 
 def compact_json(value: Any) -> bytes:
-    """``value`` (a decoded JSON document) as the shortest UTF-8 JSON text."""
+    """``value`` (a decoded JSON document) as the shortest UTF-8 JSON text.
+
+    A platform's JSON may hold escapes that are not valid Unicode (a lone surrogate,
+    ``"\\ud800"``): those documents are kept ASCII-escaped, exactly as they came."""
     if not value:
         return EMPTY_JSON if isinstance(value, dict) else json.dumps(value).encode()
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True)

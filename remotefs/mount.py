@@ -4,8 +4,8 @@ Order of events (each step fails with a one-line ``MountError`` before anything 
 
 1. the mount point is checked (exists, is a directory, is empty; a dead FUSE mount left by a
    killed process is detached with ``fusermount3 -uz`` and reported);
-2. the backend checks the credentials and the target (``check()``, under the deadline);
-3. the cache directory is opened (and locked: one mount per cache directory);
+2. the cache directory is opened (created 0700, and locked: one mount per cache directory);
+3. the backend checks the credentials and the target (``check()``, under the deadline);
 4. ``pyfuse3.init`` mounts read-only; the kernel's read-ahead for the mount is raised to
    ``KERNEL_READAHEAD`` where we may (root); ``on_ready`` is called (the daemonising parent is
    told, systemd gets ``READY=1``);
@@ -30,6 +30,7 @@ import pyfuse3
 import trio
 
 from remotefs.backends import open_backend
+from remotefs.backends.base import Backend
 from remotefs.cache.blockcache import BlockCache
 from remotefs.cache.store import CacheDirError
 from remotefs.errors import AccessDenied, NotFound, RemoteError
@@ -98,19 +99,11 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
     check_mountpoint(config.mountpoint)
     async with make_client() as client:
         backend = open_backend(config, client)
-        try:
-            with trio.fail_after(config.deadline):
-                await backend.check()
-        except AccessDenied as exc:
-            raise MountError(str(exc)) from None
-        except NotFound as exc:
-            raise MountError(str(exc)) from None
-        except (RemoteError, trio.TooSlowError) as exc:
-            raise MountError(
-                f"cannot reach the platform at {config.api_url or 'its API'}: {exc}"
-            ) from None
         namespace = f"{backend.xattr_namespace}@{getattr(backend, 'cache_scope', '')}"
-        try:
+        try:  # local checks first: they are instant, the platform's may take the deadline
+            root = config.cache_dir.expanduser()
+            if not root.exists():
+                root.mkdir(parents=True, mode=0o700)  # private: file bytes are cached there
             cache = BlockCache(
                 cache_directory(config.cache_dir, namespace),
                 size_limit=config.cache_size,
@@ -119,7 +112,10 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             )
         except CacheDirError as exc:
             raise MountError(str(exc)) from None
+        except OSError as exc:
+            raise MountError(f"cache directory {config.cache_dir}: {exc.strerror}") from None
         try:
+            await _check(backend, config)
             ops = Operations(
                 Namespace(backend, ttl=config.ttl), cache, ttl=config.ttl, deadline=config.deadline
             )
@@ -142,6 +138,21 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
         finally:
             cache.close()
             await backend.aclose()
+
+
+async def _check(backend: Backend, config: MountConfig) -> None:
+    """The backend's own check (credentials, project), as one-line ``MountError``s."""
+    try:
+        with trio.fail_after(config.deadline):
+            await backend.check()
+    except AccessDenied as exc:
+        raise MountError(str(exc)) from None
+    except NotFound as exc:
+        raise MountError(str(exc)) from None
+    except (RemoteError, trio.TooSlowError) as exc:
+        raise MountError(
+            f"cannot reach the platform at {config.api_url or 'its API'}: {exc}"
+        ) from None
 
 
 async def _list_root(namespace: Namespace, deadline: float) -> None:

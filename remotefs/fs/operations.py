@@ -59,7 +59,13 @@ def fuse_handler(fn: F) -> F:
             raise
         except (RemoteError, ReadOnly) as exc:
             number = to_errno(exc)
-            log.debug("%s: %s → %s", fn.__name__, exc, errno.errorcode.get(number, number))
+            log.log(
+                logging.WARNING if number == errno.EIO else logging.DEBUG,  # EIO: say why
+                "%s: %s → %s",
+                fn.__name__,
+                exc,
+                errno.errorcode.get(number, number),
+            )
             raise pyfuse3.FUSEError(number) from None
         except trio.TooSlowError:
             log.warning("%s: no answer within the %.0f s deadline: EIO", fn.__name__, self.deadline)
