@@ -106,6 +106,9 @@ def _wait_gone(pid: int) -> None:
         ("nonempty", "is not empty"),
         ("badtoken", "refused"),
         ("badproject", "does not exist"),
+        ("badurl", "cannot reach the platform at http://127.0.0.1:9/v2"),
+        ("cachefile", "cache directory"),
+        ("cachereadonly", "cache directory"),
     ],
 )
 def test_bad_input_is_one_line_before_mounting(
@@ -123,15 +126,25 @@ def test_bad_input_is_one_line_before_mounting(
         token = "wrong"
     if setup == "badproject":
         project = "nobody/nothing"
+    api = "http://127.0.0.1:9/v2" if setup == "badurl" else f"{emulator.url}/v2"
+    cache = tmp_path / "cache"
+    if setup == "cachefile":
+        cache.write_text("not a directory")
+    if setup == "cachereadonly":
+        cache.mkdir(mode=0o500)
+        if os.access(cache, os.W_OK):  # root ignores modes: a read-only bind is not worth it
+            cache = Path("/proc/remotefs-cache")  # not creatable, whoever we are
     args = [
         "--platform",
         "sevenbridges",
         "--api-url",
-        f"{emulator.url}/v2",
+        api,
         "--project",
         project,
         "--cache-dir",
-        str(tmp_path / "cache"),
+        str(cache),
+        "--timeout",
+        "10",
         "--foreground",
     ]
     done = subprocess.run(

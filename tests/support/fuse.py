@@ -8,7 +8,9 @@ to exit 0; ``Mount.cleanup`` is the last resort for a ``finally`` (lazy unmount,
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +44,7 @@ class Mount:
         return self.proc.wait(timeout=30)
 
     def cleanup(self) -> None:
-        if os.path.ismount(self.path):
+        if is_mounted(self.path):  # also a dead mount, which os.path.ismount cannot stat
             subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -53,12 +55,27 @@ class Mount:
                 self.proc.wait(timeout=10)
 
 
+def is_mounted(path: Path) -> bool:
+    """Whether /proc/self/mounts lists ``path`` (alive or not)."""
+    wanted = str(path.absolute())
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[1])
+            if point == wanted:
+                return True
+    return False
+
+
 class MountFailed(RuntimeError):
     pass
 
 
 def start_mount(mountpoint: Path, args: list[str], env: dict[str, str], log: Path) -> Mount:
-    mountpoint.mkdir(parents=True, exist_ok=True)
+    try:
+        mountpoint.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a stale mount of a killed process: the mount command handles it
+        if exc.errno != errno.ENOTCONN:
+            raise
     with open(log, "ab") as log_file:
         try:
             proc, answer = spawn_mount(
@@ -68,7 +85,7 @@ def start_mount(mountpoint: Path, args: list[str], env: dict[str, str], log: Pat
                 log=log_file,
             )
         except NotReady:
-            if os.path.ismount(mountpoint):
+            if is_mounted(mountpoint):
                 subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
             raise MountFailed(f"not mounted in {READY_TIMEOUT} s: {log.read_text()}") from None
     mount = Mount(proc, mountpoint, log)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import random
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from remotefs.cache.blockcache import BlockCache
 from remotefs.cache.extents import CHUNK_SIZE
@@ -182,3 +185,33 @@ def test_readahead_after_a_seek_stays_small() -> None:
         offset = ra.reached
         asked += sum(b - a for a, b in ra.plan(offset, step, size))
     assert asked <= 4 << 20
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, SIZE + 100), st.integers(0, 3 * CHUNK_SIZE)),
+        min_size=1,
+        max_size=6,
+    ),
+    st.booleans(),
+)
+def test_any_reads_in_any_order_are_exact(reads: list[tuple[int, int]], ahead: bool) -> None:
+    """Range/chunk arithmetic: whatever was fetched before, a read returns exactly its bytes
+    (``min(size, file size - offset)`` of them), and nothing is fetched twice."""
+
+    async def run() -> None:
+        platform = FakePlatform()
+        with tempfile.TemporaryDirectory() as tmp:
+            async with trio.open_nursery() as nursery:
+                cache = await _open(Path(tmp), platform, nursery)
+                for offset, size in reads:
+                    if ahead:
+                        cache.prefetch(ENTRY, offset + size, offset + 2 * size)
+                    got = await cache.read(ENTRY, offset, size)
+                    assert got == CONTENT.read(offset, max(0, min(size, SIZE - offset)))
+                nursery.cancel_scope.cancel()
+            cache.close()
+        assert platform.fetched <= SIZE  # every byte at most once
+
+    trio.run(run)
