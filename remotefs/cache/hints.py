@@ -9,6 +9,9 @@ when fetched on demand; fetched at open they overlap each other and the signed-U
 - ``tail_range``: the last ``TAIL_BYTES`` of formats whose readers look at the end on open.
 - Small files (``WHOLE_FILE_BYTES`` or less) are fetched whole at open: every tool that opens
   one reads most of it, and 1 MiB costs about one round trip however it is cut.
+- ``seek_bytes``: after a seek into a BGZF file (a region query), htslib reads on through a
+  few compressed blocks (up to 64 KiB each); fetching ``SEEK_BYTES`` at once from the seek
+  saves the round trips of following them one kernel read at a time.
 - ``companion_names``: the index files a reader of ``name`` will open next; the caller
   fetches those (up to ``INDEX_BYTES``) whole, in the background.
 
@@ -22,9 +25,13 @@ TAIL_BYTES = 64 << 10
 """The BGZF EOF marker is the last 28 bytes; HDF5 readers look at the last 4 KiB page; the
 kernel rounds such reads to its read-ahead, so a little more than a page is kept."""
 WHOLE_FILE_BYTES = 1 << 20
+SEEK_BYTES = 256 << 10
+"""Four maximal BGZF blocks: a 1 kb region is one or two blocks, a 100 kb region more."""
 INDEX_BYTES = 32 << 20
 """Indexes larger than this (a CSI of a huge BAM) are left to the reader's own reads."""
 
+BGZF = (b".bam", b".bcf", b".vcf.gz", b".bgz", b".bed.gz", b".gff.gz", b".gtf.gz")
+"""Blocked gzip, read by htslib from an index's offset onwards."""
 TAIL_READERS = (
     b".bam",
     b".cram",
@@ -78,3 +85,8 @@ def companion_names(name: bytes) -> list[bytes]:
             stem = name[: len(name) - len(suffix.rsplit(b".", 1)[1]) - 1]
             return [name + s for s in index_suffixes] + [stem + s for s in index_suffixes]
     return []
+
+
+def seek_bytes(name: bytes) -> int:
+    """Bytes to fetch from a seek's offset in ``name`` (0 for anything but BGZF)."""
+    return SEEK_BYTES if name.lower().endswith(BGZF) else 0

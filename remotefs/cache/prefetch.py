@@ -12,8 +12,11 @@ State machine, per handle:
   ``[reached, reached + window)``: the bytes are fetched in the
   background in chunk-aligned requests of at most ``REQUEST_SIZE``, several at once under the
   cache's global limit;
-- any other read (a seek) resets the window to zero: random readers (samtools after its
-  index lookup, HDF5) never pay for bytes they do not read.
+- any other read (a seek) resets the window to zero: random readers (HDF5, a random
+  ``pread`` benchmark) never pay for bytes they do not read. Only for formats known to be
+  read on from a seek (BGZF: samtools/bcftools/tabix jump to a block and decompress a few
+  blocks onwards) is ``seek_bytes`` fetched at once from the seek's offset, which saves a round
+  trip per region.
 
 Only the part of the window not asked for before is requested again (``_asked``), so a stream
 of 128 KiB reads costs one prefetch call per newly uncovered stretch, not one per read.
@@ -45,6 +48,9 @@ class ReadAhead:
     streak: int = 0
     window: int = 0
     asked: int = 0
+    seek_bytes: int = 0
+    """Bytes fetched from the offset of a seek (0: just what is read). Set from
+    ``cache.hints.seek_bytes`` for formats read in blocks after a seek (BGZF)."""
 
     def plan(self, offset: int, size: int, file_size: int) -> list[tuple[int, int]]:
         """Record a read; return the byte ranges to fetch ahead.
@@ -59,10 +65,16 @@ class ReadAhead:
         sequential = self.reached > 0 and abs(offset - self.reached) <= TOLERANCE
         if not sequential:
             self.reached, self.streak, self.window, self.asked = end, 0, 0, end
+            if self.seek_bytes > end - offset:
+                self.asked = min(file_size, offset + self.seek_bytes)
+                return [(offset, self.asked)]
             return []
         self.streak += end - offset
         self.reached = max(self.reached, end)
-        self.window = min(MAX_WINDOW, max(INITIAL_WINDOW, 2 * self.streak))
+        # After a seek that fetched ``seek_bytes``, the window grows with what is actually
+        # read on (a 1 kb region reads one or two blocks and stops: no MiB fetched for it).
+        floor = INITIAL_WINDOW if self.streak >= self.seek_bytes else 0
+        self.window = min(MAX_WINDOW, max(floor, 2 * self.streak))
         start = max(self.asked, self.reached)
         stop = min(file_size, self.reached + self.window)
         if self.window >= CHUNK_SIZE:  # large windows end on chunk boundaries

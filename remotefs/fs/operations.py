@@ -30,7 +30,7 @@ import pyfuse3
 import trio
 
 from remotefs.cache.blockcache import BlockCache
-from remotefs.cache.hints import INDEX_BYTES, companion_names, open_ranges
+from remotefs.cache.hints import INDEX_BYTES, companion_names, open_ranges, seek_bytes
 from remotefs.cache.prefetch import ReadAhead
 from remotefs.errors import ReadOnly, RemoteError, to_errno
 from remotefs.fs.namespace import Listing, Namespace, Node
@@ -193,17 +193,22 @@ class Operations(pyfuse3.Operations):
         if node.entry.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
         fh = next(self._fh)
-        self._handles[fh] = _Open(inode, node.entry)
+        handle = self._handles[fh] = _Open(inode, node.entry)
+        handle.readahead.seek_bytes = seek_bytes(self._name_of(node))
         self._prefetch_on_open(node)
         # keep_cache: the page cache stays valid while the version is unchanged (the inode's
         # entry is only replaced by a listing refresh; the cache key carries the version).
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
+    def _name_of(self, node: Node) -> bytes:
+        found = self._looked_up.get(node.inode)
+        return found[1] if found else node.entry.name.encode("utf-8", "surrogateescape")
+
     def _prefetch_on_open(self, node: Node) -> None:
         """Start fetching what every reader of this file reads first (``cache.hints``): its
         tail (or all of it, if small) and, from the cached listing of its folder, its index."""
         found = self._looked_up.get(node.inode)
-        name = found[1] if found else node.entry.name.encode("utf-8", "surrogateescape")
+        name = self._name_of(node)
         for start, end in open_ranges(name, node.entry.size):
             self.cache.prefetch(node.entry, start, end)
         listing = self.ns.cached_listing(found[0]) if found else None

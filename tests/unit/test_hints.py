@@ -32,3 +32,20 @@ def test_companion_index_names_as_htslib_looks_for_them() -> None:
     assert companion_names(b"ref.fa") == [b"ref.fa.fai", b"ref.fai"]
     assert companion_names(b"s.bam.bai") == []  # an index has no index
     assert companion_names(b"reads.fastq.gz") == []
+
+
+def test_a_seek_into_bgzf_fetches_a_few_blocks_at_once_and_others_nothing() -> None:
+    from remotefs.cache.hints import SEEK_BYTES, seek_bytes
+    from remotefs.cache.prefetch import ReadAhead
+
+    assert seek_bytes(b"x.bam") == seek_bytes(b"c.vcf.gz") == SEEK_BYTES
+    assert seek_bytes(b"x.bin") == seek_bytes(b"cells.h5ad") == seek_bytes(b"x.cram") == 0
+    bgzf = ReadAhead(seek_bytes=SEEK_BYTES)
+    assert bgzf.plan(100 << 20, 36864, BIG) == [(100 << 20, (100 << 20) + SEEK_BYTES)]
+    assert bgzf.plan((100 << 20) + 36864, 65536, BIG) == []  # still inside the seek's fetch
+    reading_on = [bgzf.plan(bgzf.reached, 131072, BIG) for _ in range(4)]
+    first = next(p for p in reading_on if p)  # a window once the reader goes on past it
+    assert first[0][0] == (100 << 20) + SEEK_BYTES
+    plain = ReadAhead()
+    assert plain.plan(100 << 20, 36864, BIG) == []  # random readers: exactly what they read
+    assert bgzf.plan(BIG - 100, 4096, BIG) == [(BIG - 100, BIG)]  # never past the end
