@@ -85,12 +85,8 @@ def test_transient_faults_leave_every_byte_exact(
 ) -> None:
     knobs = ("--fail-every", "5", "--drop-every", "7", "--latency-ms", "5")
     with emulated(demo_tree, tmp_path, *knobs) as emu, mounted_on(platform, emu, tmp_path) as m:
-        for rel, source in mount_files(demo_tree, platform).items():
-            if rel.endswith(BIG):  # the first 48 MiB of the big one
-                limit = 48 << 20
-                assert md5_of(m.path / rel, limit) == hashlib.md5(source.read(0, limit)).hexdigest()
-            else:
-                assert md5_of(m.path / rel) == source.md5(), rel
+        for rel, source in mount_files(demo_tree, platform).items():  # the 1 GiB one too
+            assert md5_of(m.path / rel) == source.md5(), rel
         failed = sum(n for key, n in statuses(emu).items() if key.endswith(" 503"))
         assert failed > 10  # the faults did happen, and were absorbed
 
