@@ -134,30 +134,36 @@ class BlockCache:
             _, evicted = self._memory.popitem(last=False)
             self._memory_used -= evicted.nbytes
 
-    def _disk_get(self, key: ChunkKey) -> Extents | None:
+    def _disk_get(self, key: ChunkKey, lo: int, hi: int) -> Extents | None:
         try:
-            return self.disk.get(key)
+            return self.disk.get(key, lo, hi)
         except DamagedChunk:
             log.warning("cache chunk %s/%s failed its checksum; fetching it again", key[1], key[3])
         except OSError as exc:
             log.warning("cannot read the disk cache: %s", exc)
         return None
 
-    async def _chunk(self, key: ChunkKey) -> Extents:
-        """The chunk's extents: memory, else disk (then kept in memory), else empty."""
+    async def _chunk(self, key: ChunkKey, lo: int = 0, hi: int = 0) -> Extents:
+        """The chunk's extents in memory (created empty if need be), completed from the disk
+        tier for the part of ``[lo, hi)`` that memory lacks and the disk holds."""
         extents = self._memory.get(key)
         if extents is not None:
             self._memory.move_to_end(key)
-            return extents
-        extents = self._pending.get(key)
-        if extents is None and key in self.disk:
-            extents = await trio.to_thread.run_sync(self._disk_get, key)
-        if extents is None:
-            extents = Extents()
-        current = self._memory.get(key)  # another task may have loaded it meanwhile
-        if current is not None:
-            return current
-        self._remember(key, extents)
+        else:
+            extents = self._pending.get(key) or Extents()  # pending: evicted, not yet on disk
+            self._remember(key, extents)
+        missing = extents.missing(lo, hi) if lo < hi else []
+        if missing and self.disk.holds(key, missing):
+            part = await trio.to_thread.run_sync(self._disk_get, key, lo, hi)
+            current = self._memory.get(key)
+            if current is None:  # evicted meanwhile: keep the one we have
+                current = extents
+                self._remember(key, current)
+            before = current.nbytes
+            for start, run in zip(part.starts, part.runs, strict=True) if part else ():
+                current.add(start, run)
+            self._memory_used += current.nbytes - before
+            extents = current
         return extents
 
     # --- reading ------------------------------------------------------------------------
@@ -188,7 +194,7 @@ class BlockCache:
         for chunk in range(start // CHUNK_SIZE, (end - 1) // CHUNK_SIZE + 1):
             base = chunk * CHUNK_SIZE
             lo, hi = max(start, base) - base, min(end, base + CHUNK_SIZE) - base
-            extents = await self._chunk((scope, ident, version, chunk))
+            extents = await self._chunk((scope, ident, version, chunk), lo, hi)
             piece = extents.get(lo, hi)
             if piece is not None:
                 pieces.append(piece)

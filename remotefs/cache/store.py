@@ -5,7 +5,7 @@
     <directory>/
       lock          flock'ed while a mount uses the directory (one mount per directory)
       blocks        slot i holds one chunk at offset i × CHUNK_SIZE (sparse where unused)
-      index.sqlite  chunk key → slot, the chunk's run header (start, length, CRC-32 per run)
+      index.sqlite  chunk key → slot, the chunk's header: (start, length, CRC-32) per piece
 
 Why not one record per chunk (diskcache, as before): a cold 1 GiB stream then created 1,024
 files and 1,024 SQLite rows, which cost ~40% of the mount's CPU. Here a chunk is one
@@ -17,9 +17,15 @@ Invariants:
   never exceeds ``size_limit`` bytes; the index is a few dozen bytes per chunk. A new chunk
   takes a free slot, else the least recently used chunk's slot (its row is deleted in the
   same transaction that adds the new one).
-- **Never served corrupt**: every run is checked against its CRC-32 when read. Data is
-  written before the index row that describes it, so a crash between the two leaves either
-  the old row (whose CRCs no longer match: dropped, fetched again) or no row.
+- **Never served corrupt**: held bytes are cut into pieces on a ``PIECE`` grid, each with
+  its CRC-32, checked whenever it is read. A reader that misses one page reads and checks
+  one 64 KiB piece, not the whole 1 MiB chunk (warm re-reads through the mount miss pages
+  here and there). Data is written before the index row that describes it, so a crash
+  between the two leaves either the old row (whose CRCs no longer match: dropped, fetched
+  again) or no row.
+- **Writes add**: writing a chunk keeps the pieces already on disk that the new bytes do not
+  cover (bytes of a file version never change), so a partial chunk in memory never makes the
+  disk forget what it held.
 - **Index in memory**: key → (slot, header) for every chunk on disk, so asking whether a chunk
   is on disk costs a dict lookup and no thread hop. Use order is kept in memory and persisted
   with each write (``used``), so after a remount eviction follows last-written order.
@@ -41,32 +47,51 @@ from pathlib import Path
 from remotefs.cache.extents import CHUNK_SIZE, Extents
 
 ChunkKey = tuple[str, str, str, int]
+Piece = tuple[int, int, int]  # start in the chunk, length, crc32
 
-_RUN = struct.Struct("<III")  # start in the chunk, length, crc32
+PIECE = 64 << 10
+"""Checksum granularity: what a reader of one missing page reads and checks."""
+_PIECE = struct.Struct("<III")
 
 
 class CacheDirError(Exception):
     """The cache directory cannot be used (not writable, or in use by another mount)."""
 
 
-def encode_header(extents: Extents) -> bytes:
-    return b"".join(
-        _RUN.pack(s, len(r), zlib.crc32(r))
-        for s, r in zip(extents.starts, extents.runs, strict=True)
-    )
+def pieces_of(extents: Extents) -> list[Piece]:
+    """The held bytes cut on the ``PIECE`` grid, each with its CRC-32."""
+    out = []
+    for start, run in zip(extents.starts, extents.runs, strict=True):
+        view = memoryview(run)
+        pos = start
+        while pos < start + len(run):
+            stop = min(start + len(run), (pos // PIECE + 1) * PIECE)
+            out.append((pos, stop - pos, zlib.crc32(view[pos - start : stop - start])))
+            pos = stop
+    return out
 
 
-def decode_header(header: bytes) -> list[tuple[int, int, int]] | None:
-    """``(start, length, crc)`` per run, or None when the header itself is malformed."""
-    if len(header) % _RUN.size:
+def encode_header(pieces: list[Piece]) -> bytes:
+    return b"".join(_PIECE.pack(*piece) for piece in pieces)
+
+
+def decode_header(header: bytes) -> list[Piece] | None:
+    """The pieces, sorted and disjoint, or None when the header itself is malformed."""
+    if len(header) % _PIECE.size:
         return None
-    runs = [_RUN.unpack_from(header, i) for i in range(0, len(header), _RUN.size)]
-    last_end = -1
-    for start, length, _ in runs:
-        if start <= last_end or length == 0 or start + length > CHUNK_SIZE:
+    pieces = [_PIECE.unpack_from(header, i) for i in range(0, len(header), _PIECE.size)]
+    last_end = 0
+    for start, length, _ in pieces:
+        if start < last_end or length == 0 or start + length > CHUNK_SIZE:
             return None
         last_end = start + length
-    return runs
+    return pieces
+
+
+def _union(old: list[Piece], new: list[Piece]) -> list[Piece]:
+    """``new`` plus the ``old`` pieces none of the new ones overlaps, in order."""
+    kept = [p for p in old if not any(p[0] < n[0] + n[1] and n[0] < p[0] + p[1] for n in new)]
+    return sorted(kept + new)
 
 
 class ChunkStore:
@@ -132,24 +157,39 @@ class ChunkStore:
     def __len__(self) -> int:
         return len(self._index)
 
-    def get(self, key: ChunkKey) -> Extents | None:
-        """The chunk's extents if held and intact; a damaged chunk is dropped (None)."""
+    def holds(self, key: ChunkKey, ranges: list[tuple[int, int]]) -> bool:
+        """Whether the disk holds any byte of ``ranges`` of the chunk (no I/O, no lock)."""
+        found = self._index.get(self.key_text(key))
+        if found is None:
+            return False
+        pieces = decode_header(found[1]) or []
+        return any(p[0] < b and a < p[0] + p[1] for p in pieces for a, b in ranges)
+
+    def get(self, key: ChunkKey, lo: int = 0, hi: int = CHUNK_SIZE) -> Extents | None:
+        """The chunk's held bytes that overlap ``[lo, hi)``, checked (whole pieces; None if
+        the chunk is not held). A damaged chunk is dropped and ``DamagedChunk`` raised."""
         text = self.key_text(key)
         with self._mutex:
             found = self._index.get(text)
             if found is None:
                 return None
             slot, header = found
-            runs = decode_header(header)
+            pieces = decode_header(header)
             out = Extents()
-            for start, length, crc in runs or []:
-                data = os.pread(self._fd, length, slot * CHUNK_SIZE + start)
-                if len(data) != length or zlib.crc32(data) != crc:
-                    runs = None
+            wanted = [p for p in pieces or [] if p[0] < hi and lo < p[0] + p[1]]
+            for group in _contiguous(wanted):  # one pread per contiguous group of pieces
+                first = group[0][0]
+                size = group[-1][0] + group[-1][1] - first
+                data = os.pread(self._fd, size, slot * CHUNK_SIZE + first)
+                view = memoryview(data)
+                if len(data) != size or any(
+                    zlib.crc32(view[start - first : start - first + length]) != crc
+                    for start, length, crc in group
+                ):
+                    pieces = None
                     break
-                out.starts.append(start)
-                out.runs.append(data)
-            if runs is None:
+                out.add(first, data)
+            if pieces is None:
                 self._drop(text)
                 raise DamagedChunk(text)
             self._index.move_to_end(text)
@@ -163,8 +203,10 @@ class ChunkStore:
             for key, extents in items:
                 text = self.key_text(key)
                 found = self._index.pop(text, None)
+                pieces = pieces_of(extents)
                 if found is not None:
                     slot = found[0]
+                    pieces = _union(decode_header(found[1]) or [], pieces)
                 elif self._free:
                     slot = self._free.pop()
                 else:
@@ -173,7 +215,7 @@ class ChunkStore:
                 base = slot * CHUNK_SIZE
                 for start, run in zip(extents.starts, extents.runs, strict=True):
                     os.pwrite(self._fd, run, base + start)
-                header = encode_header(extents)
+                header = encode_header(pieces)
                 self._index[text] = (slot, header)
                 self._clock += 1
                 rows.append((text, slot, header, self._clock))
@@ -189,6 +231,16 @@ class ChunkStore:
         self._free.append(slot)
         with self._db:
             self._db.execute("DELETE FROM chunks WHERE key = ?", (text,))
+
+
+def _contiguous(pieces: list[Piece]) -> list[list[Piece]]:
+    groups: list[list[Piece]] = []
+    for piece in pieces:
+        if groups and groups[-1][-1][0] + groups[-1][-1][1] == piece[0]:
+            groups[-1].append(piece)
+        else:
+            groups.append([piece])
+    return groups
 
 
 class DamagedChunk(Exception):

@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from remotefs.cache.extents import CHUNK_SIZE, Extents
 from remotefs.cache.store import (
+    PIECE,
     CacheDirError,
     ChunkStore,
     DamagedChunk,
     decode_header,
     encode_header,
+    pieces_of,
 )
 
 SOURCE = os.urandom(3 * CHUNK_SIZE)
@@ -116,7 +118,29 @@ def test_header_round_trip(adds: list[tuple[int, int]]) -> None:
     e = Extents()
     for start, length in adds:
         e.add(start, SOURCE[start : min(CHUNK_SIZE, start + length)])
-    runs = decode_header(encode_header(e))
-    assert runs is not None
-    held = zip(e.starts, e.runs, strict=True)
-    assert [(s, n) for s, n, _ in runs] == [(s, len(r)) for s, r in held]
+    pieces = decode_header(encode_header(pieces_of(e)))
+    assert pieces is not None
+    assert all(s // PIECE == (s + n - 1) // PIECE for s, n, _ in pieces)  # on the grid
+    rebuilt = Extents()
+    for start, length, _ in pieces:
+        rebuilt.add(start, SOURCE[start : start + length])
+    assert rebuilt == e
+
+
+def test_a_partial_read_checks_only_its_pieces_and_writes_add(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    store.put_many([(key(0), chunk(0, (0, 3 * PIECE)))])
+    # damage the third piece: a read of the first piece does not see it, a read of it does
+    with open(tmp_path / "blocks", "r+b") as f:
+        f.seek(2 * PIECE + 10)
+        f.write(b"\0\1\2")
+    assert store.get(key(0), 100, 200) == chunk(0, (0, PIECE))
+    assert store.holds(key(0), [(5 * PIECE, 6 * PIECE)]) is False
+    # a later write of other bytes of the chunk keeps what the disk already held
+    store.put_many([(key(0), chunk(0, (5 * PIECE, 6 * PIECE)))])
+    assert store.get(key(0), 0, PIECE) == chunk(0, (0, PIECE))
+    assert store.holds(key(0), [(5 * PIECE, 5 * PIECE + 1)])
+    with pytest.raises(DamagedChunk):
+        store.get(key(0), 2 * PIECE, 2 * PIECE + 1)
+    assert key(0) not in store
+    store.close()
