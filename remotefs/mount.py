@@ -99,11 +99,8 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
     check_mountpoint(config.mountpoint)
     async with make_client() as client:
         backend = open_backend(config, client)
-        namespace = f"{backend.xattr_namespace}@{getattr(backend, 'cache_scope', '')}"
+        namespace = f"{backend.xattr_namespace}@{backend.cache_scope}"
         try:  # local checks first: they are instant, the platform's may take the deadline
-            root = config.cache_dir.expanduser()
-            if not root.exists():
-                root.mkdir(parents=True, mode=0o700)  # private: file bytes are cached there
             cache = BlockCache(
                 cache_directory(config.cache_dir, namespace),
                 size_limit=config.cache_size,
@@ -112,8 +109,6 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             )
         except CacheDirError as exc:
             raise MountError(str(exc)) from None
-        except OSError as exc:
-            raise MountError(f"cache directory {config.cache_dir}: {exc.strerror}") from None
         try:
             await _check(backend, config)
             ops = Operations(
@@ -145,9 +140,7 @@ async def _check(backend: Backend, config: MountConfig) -> None:
     try:
         with trio.fail_after(config.deadline):
             await backend.check()
-    except AccessDenied as exc:
-        raise MountError(str(exc)) from None
-    except NotFound as exc:
+    except (AccessDenied, NotFound) as exc:  # the backend's message names the problem
         raise MountError(str(exc)) from None
     except (RemoteError, trio.TooSlowError) as exc:
         raise MountError(
@@ -186,7 +179,7 @@ def raise_kernel_readahead(mountpoint: Path, size: int = KERNEL_READAHEAD) -> No
     The device number comes from /proc/self/mountinfo: a ``stat`` of the mount point from
     this process would wait on this very process to answer FUSE ``getattr``.
     """
-    device = _mount_device(mountpoint.absolute())
+    device = mount_device(mountpoint)
     if device is None:
         return
     try:
@@ -197,9 +190,10 @@ def raise_kernel_readahead(mountpoint: Path, size: int = KERNEL_READAHEAD) -> No
     log.debug("kernel read-ahead for %s (%s): %d KiB", mountpoint, device, size >> 10)
 
 
-def _mount_device(mountpoint: Path) -> str | None:
-    """``major:minor`` of the newest mount at ``mountpoint``, from /proc/self/mountinfo."""
-    wanted = str(mountpoint)
+def mount_device(mountpoint: Path) -> str | None:
+    """``major:minor`` of the newest mount at ``mountpoint`` (alive or dead), from
+    /proc/self/mountinfo; None when nothing is mounted there."""
+    wanted = str(mountpoint.absolute())
     found = None
     try:
         with open("/proc/self/mountinfo") as f:

@@ -16,6 +16,8 @@ from remotefs.model import RemoteEntry
 class Backend(Protocol):
     xattr_namespace: str
     """``sbg`` or ``odm``: metadata is served as ``user.<xattr_namespace>.<key>``."""
+    cache_scope: str
+    """The endpoint the IDs belong to: cached bytes are kept per platform and scope."""
 
     async def check(self) -> None:
         """Verify the credentials and the target (project…) before mounting.
@@ -42,3 +44,10 @@ class Backend(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def read_length(entry: RemoteEntry, offset: int, size: int) -> int:
+    """How many bytes a ``read(entry, offset, size)`` returns (0: nothing to fetch)."""
+    if offset < 0 or size < 0:
+        raise ValueError(f"read of {size} bytes at {offset}")
+    return max(0, min(size, entry.size - offset))

@@ -38,6 +38,7 @@ from urllib.parse import quote
 
 import httpx
 
+from remotefs.backends.base import read_length
 from remotefs.credentials import Secret, as_secret
 from remotefs.errors import AccessDenied, NotFound, ProtocolError
 from remotefs.http import (
@@ -182,10 +183,8 @@ class GenestackBackend:
         raise NotFound(f"{directory.id}: not an ODM directory")
 
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
-        if offset < 0 or size < 0:
-            raise ValueError(f"read of {size} bytes at {offset}")
-        length = min(size, entry.size - offset)
-        if length <= 0:
+        length = read_length(entry, offset, size)
+        if length == 0:
             return b""
         response = await send(
             self._client,

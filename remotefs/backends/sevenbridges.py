@@ -42,6 +42,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
+from remotefs.backends.base import read_length
 from remotefs.credentials import Secret, as_secret
 from remotefs.errors import AccessDenied, NotFound, ProtocolError
 from remotefs.http import (
@@ -265,10 +266,8 @@ class SevenBridgesBackend:
         )
 
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
-        if offset < 0 or size < 0:
-            raise ValueError(f"read of {size} bytes at {offset}")
-        length = min(size, entry.size - offset)
-        if length <= 0:
+        length = read_length(entry, offset, size)
+        if length == 0:
             return b""
         deadline = self._policy.deadline()
         what = f"file {entry.id} ({entry.name!r})"

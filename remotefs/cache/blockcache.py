@@ -21,10 +21,10 @@
   cancelled fetch never leaves waiters hanging (they retry and fetch themselves).
 - **Write-behind**: fetched bytes go to memory at once and to disk in the background (one
   writer task, coalescing repeated writes of a chunk, writing batches in a worker thread);
-  reads never wait for the disk. Pending writes are bounded; past the bound, fetches wait for
-  the writer.
-- **Integrity**: the disk tier keeps a CRC-32 per run; a damaged chunk is dropped and its
-  bytes fetched again, never served.
+  reads never wait for the disk. Pending writes are bounded; past the bound, new fetches wait
+  for the writer before they start.
+- **Integrity**: the disk tier keeps a CRC-32 per 64 KiB piece; a damaged chunk is dropped
+  and its bytes fetched again, never served.
 - **Exactness**: a read returns exactly ``min(size, entry.size - offset)`` bytes or raises.
 - Nothing blocks the trio loop: disk reads and writes run in worker threads; whether a chunk
   is on disk at all is answered from the store's in-memory index.
@@ -34,8 +34,9 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -43,6 +44,7 @@ import trio
 from remotefs.cache.extents import CHUNK_SIZE, Extents
 from remotefs.cache.store import ChunkStore, DamagedChunk
 from remotefs.errors import ProtocolError
+from remotefs.http import gather_limited
 from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,6 @@ MAX_PARALLEL_FETCHES = 8
 """Ranged requests in flight at once, all files together (read-ahead and demand)."""
 WRITE_BATCH = 16
 """Chunks written to disk per worker-thread call and index transaction."""
-MERGE_GAP = 0
-"""Gaps closer than this are fetched as one request (0: only touching gaps merge)."""
 
 Fetch = Callable[[RemoteEntry, int, int], Awaitable[bytes]]
 FileKey = tuple[str, str, str]
@@ -98,7 +98,6 @@ class BlockCache:
         self._pending_drained = trio.Event()
         self._wake_writer = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self.fetched_bytes = 0
 
     # --- life cycle ---------------------------------------------------------------------
 
@@ -186,21 +185,30 @@ class BlockCache:
         raise ProtocolError(f"{entry.name}: bytes at {offset} never arrived")
 
     async def _lookup(
-        self, entry: RemoteEntry, start: int, end: int
+        self, entry: RemoteEntry, start: int, end: int, *, assemble: bool = True
     ) -> tuple[list[bytes], list[tuple[int, int]]]:
+        """The bytes held for ``[start, end)`` (memory, then disk) and the gaps, merged.
+        ``assemble=False`` (read-ahead) only loads from disk and finds the gaps."""
         pieces: list[bytes] = []
         gaps: list[tuple[int, int]] = []
+        for key, base, lo, hi in self._spans(entry, start, end):
+            extents = await self._chunk(key, lo, hi)
+            missing = extents.missing(lo, hi)
+            gaps += [(base + a, base + b) for a, b in missing]
+            if assemble and not missing:
+                pieces.append(extents.get(lo, hi) or b"")
+        return pieces, _merge(gaps)
+
+    def _spans(
+        self, entry: RemoteEntry, start: int, end: int
+    ) -> Iterator[tuple[ChunkKey, int, int, int]]:
+        """Per chunk that ``[start, end)`` touches: its key, its file offset, and the part of
+        the range inside it, relative to the chunk."""
         scope, ident, version = self._file_key(entry)
         for chunk in range(start // CHUNK_SIZE, (end - 1) // CHUNK_SIZE + 1):
             base = chunk * CHUNK_SIZE
             lo, hi = max(start, base) - base, min(end, base + CHUNK_SIZE) - base
-            extents = await self._chunk((scope, ident, version, chunk), lo, hi)
-            piece = extents.get(lo, hi)
-            if piece is not None:
-                pieces.append(piece)
-            else:
-                gaps += [(base + a, base + b) for a, b in extents.missing(lo, hi)]
-        return pieces, _merge(gaps)
+            yield (scope, ident, version, chunk), base, lo, hi
 
     async def _obtain(self, entry: RemoteEntry, gaps: list[tuple[int, int]]) -> None:
         """Fetch the gaps not already in flight; wait for those that are."""
@@ -209,15 +217,11 @@ class BlockCache:
         todo = self._not_in_flight(entry, gaps)
         mine = [self._register(entry, a, b) for a, b in todo]  # before any await
         try:
-            if len(mine) == 1:
-                await self._fetch(entry, mine[0])
-            elif mine:
-                try:
-                    async with trio.open_nursery() as nursery:
-                        for flight in mine:
-                            nursery.start_soon(self._fetch, entry, flight)
-                except BaseExceptionGroup as group:
-                    raise first_leaf(group) from None
+            fetches = [partial(self._fetch_range, entry, f.start, f.end) for f in mine]
+            if len(fetches) == 1:  # the common case: no nursery on the read path
+                await fetches[0]()
+            elif fetches:
+                await gather_limited(fetches, len(fetches))  # the first error, as itself
         finally:
             for flight in mine:
                 self._unregister(entry, flight)
@@ -238,9 +242,6 @@ class BlockCache:
             self._flights.pop(key, None)
         flight.done.set()
 
-    async def _fetch(self, entry: RemoteEntry, flight: _Flight) -> None:
-        await self._fetch_range(entry, flight.start, flight.end)
-
     async def _fetch_range(self, entry: RemoteEntry, start: int, end: int) -> None:
         while self._pending_bytes > PENDING_WRITE_BYTES:  # the disk is behind: wait before
             if self._pending_drained.is_set():  # fetching more (one event for every waiter)
@@ -252,26 +253,16 @@ class BlockCache:
             raise ProtocolError(
                 f"{entry.name}: got {len(data)} bytes at {start}, not {end - start}"
             )
-        self.fetched_bytes += len(data)
         await self._store(entry, start, data)
 
     async def _store(self, entry: RemoteEntry, start: int, data: bytes) -> None:
-        scope, ident, version = self._file_key(entry)
         view = memoryview(data)
-        pos = start
-        end = start + len(data)
-        while pos < end:
-            chunk = pos // CHUNK_SIZE
-            base = chunk * CHUNK_SIZE
-            stop = min(end, base + CHUNK_SIZE)
-            key = (scope, ident, version, chunk)
-            extents = await self._chunk(key)
+        for key, base, lo, hi in self._spans(entry, start, start + len(data)):
+            extents = await self._chunk(key)  # in memory from here on (no disk load: lo = hi)
             before = extents.nbytes
-            extents.add(pos - base, bytes(view[pos - start : stop - start]))
-            if key in self._memory:
-                self._memory_used += extents.nbytes - before
+            extents.add(lo, bytes(view[base + lo - start : base + hi - start]))
+            self._memory_used += extents.nbytes - before
             self._queue_write(key, extents)
-            pos = stop
 
     # --- read-ahead -----------------------------------------------------------------------
 
@@ -289,14 +280,9 @@ class BlockCache:
             self._nursery.start_soon(self._prefetch, entry, flight)
 
     def _held_in_memory(self, entry: RemoteEntry, start: int, end: int) -> bool:
-        scope, ident, version = self._file_key(entry)
-        for chunk in range(start // CHUNK_SIZE, (end - 1) // CHUNK_SIZE + 1):
-            base = chunk * CHUNK_SIZE
-            extents = self._memory.get((scope, ident, version, chunk))
-            if (
-                extents is None
-                or extents.get(max(start, base) - base, min(end, base + CHUNK_SIZE) - base) is None
-            ):
+        for key, _, lo, hi in self._spans(entry, start, end):
+            extents = self._memory.get(key)
+            if extents is None or extents.missing(lo, hi):
                 return False
         return True
 
@@ -319,7 +305,7 @@ class BlockCache:
 
     async def _prefetch(self, entry: RemoteEntry, flight: _Flight) -> None:
         try:
-            _, gaps = await self._lookup(entry, flight.start, flight.end)  # memory, then disk
+            _, gaps = await self._lookup(entry, flight.start, flight.end, assemble=False)
             for a, b in gaps:
                 await self._fetch_range(entry, a, b)
         except Exception as exc:
@@ -365,20 +351,11 @@ class BlockCache:
 
 
 def _merge(gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted gaps, touching ones joined (one request each)."""
     out: list[tuple[int, int]] = []
     for start, end in gaps:
-        if out and start - out[-1][1] <= MERGE_GAP:
+        if out and start <= out[-1][1]:
             out[-1] = (out[-1][0], max(end, out[-1][1]))
         else:
             out.append((start, end))
     return out
-
-
-def first_leaf(group: BaseExceptionGroup) -> BaseException:  # type: ignore[type-arg]
-    """The first real error of a nursery's exception group (callers want one error)."""
-    for exc in group.exceptions:
-        if isinstance(exc, BaseExceptionGroup):
-            return first_leaf(exc)
-        if not isinstance(exc, trio.Cancelled):
-            return exc
-    return group.exceptions[0]

@@ -32,20 +32,7 @@ INDEX_BYTES = 32 << 20
 
 BGZF = (b".bam", b".bcf", b".vcf.gz", b".bgz", b".bed.gz", b".gff.gz", b".gtf.gz")
 """Blocked gzip, read by htslib from an index's offset onwards."""
-TAIL_READERS = (
-    b".bam",
-    b".cram",
-    b".bcf",
-    b".vcf.gz",
-    b".bgz",
-    b".bed.gz",
-    b".gff.gz",
-    b".gtf.gz",
-    b".h5",
-    b".h5ad",
-    b".hdf5",
-    b".loom",
-)
+TAIL_READERS = (*BGZF, b".cram", b".h5", b".h5ad", b".hdf5", b".loom")
 """Names whose readers look at the end of the file on every open (htslib's EOF check, HDF5)."""
 
 INDEXES = {

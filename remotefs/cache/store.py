@@ -55,7 +55,7 @@ _PIECE = struct.Struct("<III")
 
 
 class CacheDirError(Exception):
-    """The cache directory cannot be used (not writable, or in use by another mount)."""
+    """The cache directory cannot be used (cannot be created, or in use by another mount)."""
 
 
 def pieces_of(extents: Extents) -> list[Piece]:
@@ -97,7 +97,9 @@ def _union(old: list[Piece], new: list[Piece]) -> list[Piece]:
 class ChunkStore:
     def __init__(self, directory: Path, *, size_limit: int) -> None:
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for folder in [*reversed(directory.parents), directory]:
+                if not folder.exists():
+                    folder.mkdir(mode=0o700)  # private, every level we create: file bytes
             self._lock_fd = os.open(directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise CacheDirError(f"cache directory {directory}: {exc.strerror}") from None
@@ -109,7 +111,6 @@ class ChunkStore:
                 f"cache directory {directory} is in use by another mount; give this one its own "
                 "--cache-dir"
             ) from None
-        self.directory = directory
         self.slots = max(1, size_limit // CHUNK_SIZE)
         self._mutex = threading.Lock()
         self._fd = os.open(directory / "blocks", os.O_RDWR | os.O_CREAT, 0o600)

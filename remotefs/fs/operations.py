@@ -192,26 +192,26 @@ class Operations(pyfuse3.Operations):
         node = self.ns.node(inode)
         if node.entry.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
+        # the name it was looked up by (the POSIX one), else the platform name: for suffixes only
+        parent, name = self._looked_up.get(inode) or (
+            None,
+            node.entry.name.encode(errors="replace"),
+        )
         fh = next(self._fh)
         handle = self._handles[fh] = _Open(inode, node.entry)
-        handle.readahead.seek_bytes = seek_bytes(self._name_of(node))
-        self._prefetch_on_open(node)
+        handle.readahead.seek_bytes = seek_bytes(name)
+        self._prefetch_on_open(node, name, parent)
         # keep_cache: the page cache stays valid while the version is unchanged (the inode's
         # entry is only replaced by a listing refresh; the cache key carries the version).
         return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
 
-    def _name_of(self, node: Node) -> bytes:
-        found = self._looked_up.get(node.inode)
-        return found[1] if found else node.entry.name.encode("utf-8", "surrogateescape")
-
-    def _prefetch_on_open(self, node: Node) -> None:
+    def _prefetch_on_open(self, node: Node, name: bytes, parent: int | None) -> None:
         """Start fetching what every reader of this file reads first (``cache.hints``): its
-        tail (or all of it, if small) and, from the cached listing of its folder, its index."""
-        found = self._looked_up.get(node.inode)
-        name = self._name_of(node)
+        tail (or all of it, if small) and, from the cached listing of ``parent`` (the folder
+        it was looked up in), its index."""
         for start, end in open_ranges(name, node.entry.size):
             self.cache.prefetch(node.entry, start, end)
-        listing = self.ns.cached_listing(found[0]) if found else None
+        listing = self.ns.cached_listing(parent) if parent is not None else None
         if listing is None:
             return
         for candidate in companion_names(name):

@@ -7,6 +7,7 @@ here are stopped, by PID.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -63,20 +64,30 @@ def mount_args(platform: str, emulator: Emulator, cache: Path) -> list[str]:
     return [*args, "--api-url", emulator.url]
 
 
+@contextmanager
+def platform_mount(
+    platform: str,
+    emulator: Emulator,
+    base: Path,
+    *extra: str,
+    name: str = "m",
+    cache: Path | None = None,
+) -> Iterator[Mount]:
+    """A real mount of ``emulator`` for ``platform`` at ``base/name`` (cache ``base/name-cache``
+    unless given, log ``base/name.log``), unmounted on exit with a clean exit asserted."""
+    env = sb_env(emulator) if platform == "sevenbridges" else odm_env(emulator)
+    args = [*mount_args(platform, emulator, cache or base / f"{name}-cache"), *extra]
+    mount = start_mount(base / name, args, env, base / f"{name}.log")
+    try:
+        yield mount
+    finally:
+        mount.close()
+
+
 @pytest.fixture(scope="module", params=["sevenbridges", "genestack"])
 def mounted(
     request: pytest.FixtureRequest, demo_emulator: Emulator, tmp_path_factory
 ) -> Iterator[Mount]:
     platform = request.param
-    base = tmp_path_factory.mktemp(f"mnt-{platform}")
-    env = sb_env(demo_emulator) if platform == "sevenbridges" else odm_env(demo_emulator)
-    mount = start_mount(
-        base / "m", mount_args(platform, demo_emulator, base / "cache"), env, base / "mount.log"
-    )
-    try:
-        yield mount
-    finally:
-        try:
-            assert mount.unmount() == 0
-        finally:
-            mount.cleanup()
+    with platform_mount(platform, demo_emulator, tmp_path_factory.mktemp(f"mnt-{platform}")) as m:
+        yield m

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from remotefs.emulator.content import GeneratedContent
-from tests.mount.conftest import mount_args, odm_env, sb_env
+from tests.mount.conftest import platform_mount
 from tests.support.emulator import Emulator
-from tests.support.fuse import Mount, start_mount
+from tests.support.fuse import Mount
 
 STORAGE = {"sevenbridges": "sb.storage", "genestack": "odm.download"}
 
@@ -24,24 +24,10 @@ def platform(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def _mount(platform: str, emulator: Emulator, base: Path, cache: Path | None = None) -> Mount:
-    env = sb_env(emulator) if platform == "sevenbridges" else odm_env(emulator)
-    mnt = base / f"m{len(list(base.glob('m*')))}"
-    return start_mount(
-        mnt, mount_args(platform, emulator, cache or base / "cache"), env, base / "mount.log"
-    )
-
-
 @pytest.fixture
 def cold(platform: str, demo_emulator: Emulator, tmp_path: Path) -> Iterator[Mount]:
-    mount = _mount(platform, demo_emulator, tmp_path)
-    try:
+    with platform_mount(platform, demo_emulator, tmp_path) as mount:
         yield mount
-    finally:
-        try:
-            assert mount.unmount() == 0
-        finally:
-            mount.cleanup()
 
 
 def _ls_l(path: Path) -> str:
@@ -97,8 +83,9 @@ def test_region_query_twice_then_after_remount(
     cmd = ["samtools", "view", "-c"]
     outputs = []
     for round_ in range(2):
-        mount = _mount(platform, demo_emulator, tmp_path, cache)
-        try:
+        with platform_mount(
+            platform, demo_emulator, tmp_path, name=f"m{round_}", cache=cache
+        ) as mount:
             bam = mount.path / folder / "ex1.bam"
             os.listdir(mount.path / folder)
             for run in range(2):
@@ -113,11 +100,6 @@ def test_region_query_twice_then_after_remount(
                     assert fetched > 0  # cold: bytes came from the platform
                 else:
                     assert fetched == 0, (round_, run)  # page cache, memory, then the disk cache
-        finally:
-            try:
-                assert mount.unmount() == 0
-            finally:
-                mount.cleanup()
     assert len(set(outputs)) == 1 and int(outputs[0]) > 0
 
 

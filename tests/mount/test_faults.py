@@ -23,10 +23,10 @@ from pathlib import Path
 import pytest
 
 from remotefs.cache.extents import CHUNK_SIZE
-from tests.mount.conftest import PROJECT, TOKEN, mount_args, odm_env, sb_env
+from tests.mount.conftest import PROJECT, TOKEN, mount_args, platform_mount, sb_env
 from tests.support.emulator import Emulator, start_emulator
 from tests.support.expect import mount_files
-from tests.support.fuse import Mount, start_mount
+from tests.support.fuse import start_mount
 
 BIG = "random-1GiB.bin"
 
@@ -40,23 +40,6 @@ def emulated(demo_tree: Path, tmp_path: Path, *knobs: str) -> Iterator[Emulator]
         yield emu
     finally:
         emu.stop()
-
-
-@contextmanager
-def mounted_on(
-    platform: str, emu: Emulator, tmp_path: Path, *extra: str, name: str = "m"
-) -> Iterator[Mount]:
-    env = sb_env(emu) if platform == "sevenbridges" else odm_env(emu)
-    args = [*mount_args(platform, emu, tmp_path / f"{name}-cache"), *extra]
-    mount = start_mount(tmp_path / name, args, env, tmp_path / f"{name}.log")
-    try:
-        yield mount
-    finally:
-        try:
-            if os.path.ismount(mount.path):
-                assert mount.unmount() == 0
-        finally:
-            mount.cleanup()
 
 
 def md5_of(path: Path, limit: int | None = None) -> str:
@@ -84,7 +67,7 @@ def test_transient_faults_leave_every_byte_exact(
     platform: str, demo_tree: Path, tmp_path: Path
 ) -> None:
     knobs = ("--fail-every", "5", "--drop-every", "7", "--latency-ms", "5")
-    with emulated(demo_tree, tmp_path, *knobs) as emu, mounted_on(platform, emu, tmp_path) as m:
+    with emulated(demo_tree, tmp_path, *knobs) as emu, platform_mount(platform, emu, tmp_path) as m:
         for rel, source in mount_files(demo_tree, platform).items():  # the 1 GiB one too
             assert md5_of(m.path / rel) == source.md5(), rel
         failed = sum(n for key, n in statuses(emu).items() if key.endswith(" 503"))
@@ -107,7 +90,7 @@ def test_sb_rate_limit_is_paced_never_hit(
 ) -> None:
     knobs = ("--rate-limit", str(budget), "--rate-window", str(window))
     with emulated(demo_tree, tmp_path, *knobs) as emu:
-        with mounted_on("sevenbridges", emu, tmp_path, "--timeout", "60") as m:
+        with platform_mount("sevenbridges", emu, tmp_path, "--timeout", "60") as m:
             expected = mount_files(demo_tree, "sevenbridges")
             for path in _walk_and_read(m.path, 20):
                 rel = str(path.relative_to(m.path))
@@ -122,7 +105,7 @@ def test_sb_rate_limit_is_paced_never_hit(
 def test_odm_429_with_retry_after_is_obeyed(demo_tree: Path, tmp_path: Path) -> None:
     knobs = ("--odm-rate-limit", "100", "--odm-rate-window", "2")
     with emulated(demo_tree, tmp_path, *knobs) as emu:
-        with mounted_on("genestack", emu, tmp_path, "--timeout", "60") as m:
+        with platform_mount("genestack", emu, tmp_path, "--timeout", "60") as m:
             expected = mount_files(demo_tree, "genestack")
             paths = _walk_and_read(m.path / "all", 20)
             for path in paths:
@@ -140,7 +123,7 @@ def test_slow_reader_outlives_its_signed_urls(demo_tree: Path, tmp_path: Path) -
     expected = mount_files(demo_tree, "sevenbridges")
     rel = next(r for r in expected if r.endswith(BIG))
     with emulated(demo_tree, tmp_path, "--url-lifetime", "2") as emu:
-        with mounted_on("sevenbridges", emu, tmp_path) as m:
+        with platform_mount("sevenbridges", emu, tmp_path) as m:
             fd = os.open(m.path / rel, os.O_RDONLY)
             try:
                 start = time.monotonic()
@@ -156,7 +139,7 @@ def test_slow_reader_outlives_its_signed_urls(demo_tree: Path, tmp_path: Path) -
 
 
 def test_revoked_access_is_eacces_at_once(demo_tree: Path, tmp_path: Path) -> None:
-    with emulated(demo_tree, tmp_path) as emu, mounted_on("sevenbridges", emu, tmp_path) as m:
+    with emulated(demo_tree, tmp_path) as emu, platform_mount("sevenbridges", emu, tmp_path) as m:
         target = m.path / "bam" / "ex1.bam"
         file_id = os.getxattr(target, "user.remotefs.id").decode()
         emu.configure(revoked=[file_id])
@@ -187,7 +170,7 @@ def test_network_loss_never_leaves_a_reader_stuck(demo_tree: Path, tmp_path: Pat
     expected = mount_files(demo_tree, "sevenbridges")
     rel = next(r for r in expected if r.endswith(BIG))
     with emulated(demo_tree, tmp_path) as emu:  # noqa: SIM117 (the emulator outlives the mount)
-        with mounted_on("sevenbridges", emu, tmp_path, "--timeout", str(deadline)) as m:
+        with platform_mount("sevenbridges", emu, tmp_path, "--timeout", str(deadline)) as m:
             head = _head(m.path / rel)
             assert head == expected[rel].read(0, 4096)
             emu.kill()
@@ -314,7 +297,7 @@ def test_cache_directory_stays_under_its_limit(demo_tree: Path, tmp_path: Path) 
             stop.wait(0.05)
 
     with emulated(demo_tree, tmp_path) as emu:  # noqa: SIM117 (the emulator outlives the mount)
-        with mounted_on("sevenbridges", emu, tmp_path, "--cache-size", "64M") as m:
+        with platform_mount("sevenbridges", emu, tmp_path, "--cache-size", "64M") as m:
             sampler = threading.Thread(target=sample)
             sampler.start()
             try:
@@ -339,7 +322,7 @@ def test_load_16_streams_and_16_random_threads(demo_tree: Path, tmp_path: Path) 
     errors: list[str] = []
     peak_rss = 0
     with emulated(demo_tree, tmp_path, "--latency-ms", "2") as emu:  # noqa: SIM117 (the emulator outlives the mount)
-        with mounted_on("sevenbridges", emu, tmp_path) as m:
+        with platform_mount("sevenbridges", emu, tmp_path) as m:
             stop_at = time.monotonic() + LOAD_SECONDS
             streams = [
                 subprocess.Popen(
@@ -410,7 +393,7 @@ def _rss(pid: int) -> int:
 
 
 def test_private_by_default_and_cache_dir_private(demo_tree: Path, tmp_path: Path) -> None:
-    with emulated(demo_tree, tmp_path) as emu, mounted_on("sevenbridges", emu, tmp_path) as m:
+    with emulated(demo_tree, tmp_path) as emu, platform_mount("sevenbridges", emu, tmp_path) as m:
         options = next(
             line.split()[3]
             for line in Path("/proc/self/mounts").read_text().splitlines()
@@ -460,7 +443,7 @@ def test_hostile_names_and_metadata(platform: str, tmp_path: Path) -> None:
         ["--data", str(data), "--project", PROJECT], tmp_path / "emu.log", (TOKEN,)
     )
     try:
-        with mounted_on(platform, emu, tmp_path) as m:
+        with platform_mount(platform, emu, tmp_path) as m:
             folder = m.path / ("d" if platform == "sevenbridges" else "all")
             names = os.listdir(folder)
             assert len(names) == len(HOSTILE) == len(set(names))

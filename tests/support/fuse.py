@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from remotefs.mount import mount_device
 from remotefs.ready import NotReady, spawn_mount
 
 READY_TIMEOUT = 60.0
@@ -43,6 +43,13 @@ class Mount:
         assert done.returncode == 0, done.stderr
         return self.proc.wait(timeout=30)
 
+    def close(self) -> None:
+        """Unmount, asserting a clean exit, and leave nothing behind either way."""
+        try:
+            assert self.unmount() == 0
+        finally:
+            self.cleanup()
+
     def cleanup(self) -> None:
         if is_mounted(self.path):  # also a dead mount, which os.path.ismount cannot stat
             subprocess.run(["fusermount3", "-u", "-z", str(self.path)], capture_output=True)
@@ -56,14 +63,9 @@ class Mount:
 
 
 def is_mounted(path: Path) -> bool:
-    """Whether /proc/self/mounts lists ``path`` (alive or not)."""
-    wanted = str(path.absolute())
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[1])
-            if point == wanted:
-                return True
-    return False
+    """Whether anything is mounted at ``path``, alive or dead (``os.path.ismount`` cannot stat
+    a dead FUSE mount)."""
+    return mount_device(path) is not None
 
 
 class MountFailed(RuntimeError):
