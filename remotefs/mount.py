@@ -6,11 +6,13 @@ Order of events (each step fails with a one-line ``MountError`` before anything 
    killed process is detached with ``fusermount3 -uz`` and reported);
 2. the cache directory is opened (created 0700, and locked: one mount per cache directory);
 3. the backend checks the credentials and the target (``check()``, under the deadline);
-4. ``pyfuse3.init`` mounts read-only; the kernel's read-ahead for the mount is raised to
-   ``KERNEL_READAHEAD`` where we may (root); ``on_ready`` is called (the daemonising parent is
-   told, systemd gets ``READY=1``);
-5. ``pyfuse3.main`` serves until ``fusermount3 -u`` or SIGINT/SIGTERM, which call
-   ``pyfuse3.terminate``; then the session is closed and the mount point released.
+4. ``pyfuse3.init`` mounts read-only and ``pyfuse3.main`` starts serving;
+5. once the kernel has taken the reply to FUSE_INIT (a ``stat`` of the mount point has been
+   answered), the mount's read-ahead is raised to ``KERNEL_READAHEAD`` where we may (root),
+   and only then ``on_ready`` is called (the daemonising parent is told, systemd gets
+   ``READY=1``): a ready mount answers, and reads of it come in 1 MiB requests;
+6. it serves until ``fusermount3 -u`` or SIGINT/SIGTERM, which call ``pyfuse3.terminate``;
+   then the session is closed and the mount point released.
 """
 
 from __future__ import annotations
@@ -116,14 +118,11 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             )
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
-                raise_kernel_readahead(config.mountpoint)
-                on_ready()
-                notify("READY=1")
-                log.info("mounted %s at %s", config.platform, config.mountpoint)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(cache.run)
                     nursery.start_soon(_terminate_on_signal)
                     nursery.start_soon(_list_root, ops.ns, config.deadline)
+                    nursery.start_soon(_announce_once_initialised, config, on_ready)
                     await pyfuse3.main()
                     nursery.cancel_scope.cancel()
             finally:
@@ -171,6 +170,25 @@ def cache_directory(root: Path, namespace: str) -> Path:
     platform = namespace.partition("@")[0] or "remote"
     digest = hashlib.sha256(namespace.encode()).hexdigest()[:12]
     return root.expanduser() / f"{platform}-{digest}"
+
+
+async def _announce_once_initialised(config: MountConfig, on_ready: Callable[[], None]) -> None:
+    """Raise the kernel's read-ahead once the kernel has taken FUSE_INIT's reply; then ready.
+
+    The reply caps the device's read-ahead at what libfuse offers back (the kernel's own
+    128 KiB), so a value written before it is silently undone and every read stays 128 KiB.
+    A ``stat`` of the mount point (from a worker thread: this thread answers it) returns
+    only after INIT has been answered; then the value sticks and reads come in 1 MiB.
+    """
+    try:
+        await trio.to_thread.run_sync(os.stat, config.mountpoint, abandon_on_cancel=True)
+    except OSError as exc:  # the first real request will meet the same problem and say so
+        log.warning("the new mount at %s does not answer: %s", config.mountpoint, exc.strerror)
+    else:
+        raise_kernel_readahead(config.mountpoint)
+    on_ready()
+    notify("READY=1")
+    log.info("mounted %s at %s", config.platform, config.mountpoint)
 
 
 def raise_kernel_readahead(mountpoint: Path, size: int = KERNEL_READAHEAD) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from remotefs.mount import KERNEL_READAHEAD, mount_device
 from tests.conftest import PROJECT, TOKEN
 from tests.support.emulator import Emulator
 from tests.support.fuse import start_mount
@@ -38,6 +39,21 @@ def test_signal_unmounts_cleanly(signum: int, emulator: Emulator, tmp_path: Path
         mount.proc.send_signal(signum)
         assert mount.proc.wait(timeout=30) == 0
         assert not os.path.ismount(mount.path)
+    finally:
+        mount.cleanup()
+
+
+def test_ready_mount_reads_ahead_one_mib(emulator: Emulator, tmp_path: Path) -> None:
+    """A mount is announced only once the kernel has taken FUSE_INIT's reply, which caps
+    read-ahead: set before it, 1 MiB fell back to 128 KiB and every read stayed 128 KiB."""
+    mount = start_mount(
+        tmp_path / "m", _args(emulator, tmp_path), {"SB_AUTH_TOKEN": TOKEN}, tmp_path / "log"
+    )
+    try:
+        device = mount_device(mount.path)
+        assert device is not None
+        read_ahead = Path(f"/sys/class/bdi/{device}/read_ahead_kb").read_text()
+        assert int(read_ahead) == KERNEL_READAHEAD >> 10 == 1024
     finally:
         mount.cleanup()
 
