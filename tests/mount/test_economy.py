@@ -14,6 +14,7 @@ import pytest
 from remotefs.emulator.content import GeneratedContent
 from tests.mount.conftest import platform_mount
 from tests.support.emulator import Emulator
+from tests.support.expect import mount_files
 from tests.support.fuse import Mount
 
 STORAGE = {"sevenbridges": "sb.storage", "genestack": "odm.download"}
@@ -121,3 +122,25 @@ def test_random_4k_reads_fetch_at_most_4x(
         os.close(fd)
     fetched = demo_emulator.stats()["bytes"].get(STORAGE[platform], 0)
     assert 0 < fetched <= 4 * 1000 * 4096, fetched
+
+
+def test_opening_a_bam_brings_its_index(
+    platform: str, cold: Mount, demo_emulator: Emulator, demo_tree: Path
+) -> None:
+    """Every htslib open reads the BAM's head, its EOF block, then the whole index: the open
+    asks for both files at once (ex1.bam is under 1 MiB: whole), so the index costs no round
+    trip of its own, and no byte is asked for twice."""
+    files = mount_files(demo_tree, platform)
+    rel = "bam/ex1.bam" if platform == "sevenbridges" else "all/ex1.bam"
+    bam_path = cold.path / rel
+    os.listdir(bam_path.parent)  # the listing is not what is measured
+    demo_emulator.reset()
+    with open(bam_path, "rb") as bam:
+        assert bam.read(4) == files[rel].read(0, 4)
+        with open(cold.path / f"{rel}.bai", "rb") as bai:
+            assert bai.read() == files[f"{rel}.bai"].read()
+    requests = demo_emulator.stats()["requests"]
+    if platform == "sevenbridges":
+        assert requests == {"sb.download_info": 2, "sb.storage": 2}
+    else:
+        assert requests == {"odm.download": 2}
