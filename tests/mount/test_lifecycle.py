@@ -50,12 +50,15 @@ def test_ready_mount_reads_ahead_one_mib(emulator: Emulator, tmp_path: Path) -> 
         tmp_path / "m", _args(emulator, tmp_path), {"SB_AUTH_TOKEN": TOKEN}, tmp_path / "log"
     )
     try:
-        device = mount_device(mount.path)
-        assert device is not None
-        read_ahead = Path(f"/sys/class/bdi/{device}/read_ahead_kb").read_text()
-        assert int(read_ahead) == KERNEL_READAHEAD >> 10 == 1024
+        assert _read_ahead_kb(mount.path) == KERNEL_READAHEAD >> 10 == 1024
     finally:
         mount.cleanup()
+
+
+def _read_ahead_kb(mountpoint: Path) -> int:
+    device = mount_device(mountpoint)
+    assert device is not None
+    return int(Path(f"/sys/class/bdi/{device}/read_ahead_kb").read_text())
 
 
 def test_daemon_mode_and_remotefs_umount(emulator: Emulator, tmp_path: Path) -> None:
@@ -72,6 +75,7 @@ def test_daemon_mode_and_remotefs_umount(emulator: Emulator, tmp_path: Path) -> 
     try:
         assert done.returncode == 0, done.stderr
         assert os.path.ismount(mnt)  # returned only once mounted
+        assert _read_ahead_kb(mnt) == 1024  # and once its read-ahead is raised
         assert "top.txt" in os.listdir(mnt)
         pids = [
             p
