@@ -45,9 +45,11 @@ from remotefs.systemd import notify
 log = logging.getLogger(__name__)
 
 KERNEL_READAHEAD = 1 << 20
-"""Bytes the kernel reads ahead on a sequential stream (FUSE's default: 128 KiB). The reads
-still arrive as 128 KiB requests, but more of them are in flight at once: a cold 1 GiB
-``dd`` measured 184-251 MB/s at 128 KiB and 222-302 MB/s at 1 MiB, alternating runs."""
+"""Bytes the kernel reads ahead on a sequential stream (FUSE's default: 128 KiB). It is also
+the size of the kernel's FUSE reads (libfuse allows up to 1 MiB): strace of a ``dd bs=1M`` of
+300 MiB counted 2,401 replies at 128 KiB and 301 at 1 MiB; warm re-reads, where each page
+the kernel dropped is a round trip through the mount, went from 0.24-0.59x to 0.86-0.95x of
+a /dev/shm copy (``scripts/bench mount``). 4 and 16 MiB measured no better than 1 MiB."""
 
 
 class MountError(Exception):

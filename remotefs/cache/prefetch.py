@@ -23,7 +23,7 @@ State machine, per handle:
   fetched 3 MB nobody read per 100 kb region (7.1 MB in all; 5.8 MB with the streak).
 
 Only the part of the window not asked for before is requested again (``_asked``), so a stream
-of 128 KiB reads costs one prefetch call per newly uncovered stretch, not one per read.
+of small reads costs one prefetch call per newly uncovered stretch, not one per read.
 """
 
 from __future__ import annotations
