@@ -21,7 +21,6 @@ import errno
 import hashlib
 import logging
 import os
-import re
 import signal
 import subprocess
 from collections.abc import Callable
@@ -183,45 +182,27 @@ async def _announce_once_initialised(config: MountConfig, on_ready: Callable[[],
     only after INIT has been answered; then the value sticks and reads come in 1 MiB.
     """
     try:
-        await trio.to_thread.run_sync(os.stat, config.mountpoint, abandon_on_cancel=True)
+        st = await trio.to_thread.run_sync(os.stat, config.mountpoint, abandon_on_cancel=True)
     except OSError as exc:  # the first real request will meet the same problem and say so
         log.warning("the new mount at %s does not answer: %s", config.mountpoint, exc.strerror)
     else:
-        raise_kernel_readahead(config.mountpoint)
+        raise_kernel_readahead(st.st_dev)
     on_ready()
     notify("READY=1")
     log.info("mounted %s at %s", config.platform, config.mountpoint)
 
 
-def raise_kernel_readahead(mountpoint: Path, size: int = KERNEL_READAHEAD) -> None:
-    """Set the mount's ``read_ahead_kb`` (only root may; others keep the kernel's 128 KiB).
+def read_ahead_file(device: int) -> Path:
+    """The sysfs file of a FUSE mount's read-ahead, by its ``st_dev``."""
+    return Path(f"/sys/class/bdi/{os.major(device)}:{os.minor(device)}/read_ahead_kb")
 
-    The device number comes from /proc/self/mountinfo: a ``stat`` of the mount point from
-    this process would wait on this very process to answer FUSE ``getattr``.
-    """
-    device = mount_device(mountpoint)
-    if device is None:
-        return
+
+def raise_kernel_readahead(device: int, size: int = KERNEL_READAHEAD) -> None:
+    """Set the read-ahead of the mount with ``st_dev`` ``device`` (only root may; others keep
+    the kernel's 128 KiB)."""
     try:
-        Path(f"/sys/class/bdi/{device}/read_ahead_kb").write_text(f"{size >> 10}\n")
+        read_ahead_file(device).write_text(f"{size >> 10}\n")
     except OSError as exc:
         log.debug("kernel read-ahead stays at its default (%s)", exc.strerror)
         return
-    log.debug("kernel read-ahead for %s (%s): %d KiB", mountpoint, device, size >> 10)
-
-
-def mount_device(mountpoint: Path) -> str | None:
-    """``major:minor`` of the newest mount at ``mountpoint`` (alive or dead), from
-    /proc/self/mountinfo; None when nothing is mounted there."""
-    wanted = str(mountpoint.absolute())
-    found = None
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
-                if point == wanted:
-                    found = fields[2]
-    except OSError:
-        return None
-    return found
+    log.debug("kernel read-ahead for device %#x: %d KiB", device, size >> 10)

@@ -124,12 +124,14 @@ def test_random_4k_reads_fetch_at_most_4x(
     assert 0 < fetched <= 4 * 1000 * 4096, fetched
 
 
-def test_opening_a_bam_brings_its_index(
+def test_a_bam_and_its_index_cost_one_request_each(
     platform: str, cold: Mount, demo_emulator: Emulator, demo_tree: Path
 ) -> None:
-    """Every htslib open reads the BAM's head, its EOF block, then the whole index: the open
-    asks for both files at once (ex1.bam is under 1 MiB: whole), so the index costs no round
-    trip of its own, and no byte is asked for twice."""
+    """Every htslib open reads the BAM's head, its EOF block, then the whole index. Both are
+    under 1 MiB, so each is fetched whole in one request (SB: after one ``download_info``),
+    and no byte is asked for twice although the BAM's open already asks for its index.
+    (The counts are the same whether the index was asked for at the BAM's open or at its
+    own: this does not show that the BAM's open asked first.)"""
     files = mount_files(demo_tree, platform)
     rel = "bam/ex1.bam" if platform == "sevenbridges" else "all/ex1.bam"
     bam_path = cold.path / rel

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from remotefs.mount import KERNEL_READAHEAD, mount_device
+from remotefs.mount import KERNEL_READAHEAD, read_ahead_file
 from tests.conftest import PROJECT, TOKEN
 from tests.support.emulator import Emulator
 from tests.support.fuse import start_mount
@@ -56,9 +56,7 @@ def test_ready_mount_reads_ahead_one_mib(emulator: Emulator, tmp_path: Path) -> 
 
 
 def _read_ahead_kb(mountpoint: Path) -> int:
-    device = mount_device(mountpoint)
-    assert device is not None
-    return int(Path(f"/sys/class/bdi/{device}/read_ahead_kb").read_text())
+    return int(read_ahead_file(os.stat(mountpoint).st_dev).read_text())
 
 
 def test_daemon_mode_and_remotefs_umount(emulator: Emulator, tmp_path: Path) -> None:

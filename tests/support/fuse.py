@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from remotefs.mount import mount_device
 from remotefs.ready import NotReady, spawn_mount
 
 READY_TIMEOUT = 60.0
@@ -98,3 +98,20 @@ def start_mount(mountpoint: Path, args: list[str], env: dict[str, str], log: Pat
             mount.cleanup()
         raise MountFailed(f"{answer} (exit {proc.returncode}): {log.read_text()}")
     return mount
+
+
+def mount_device(mountpoint: Path) -> str | None:
+    """``major:minor`` of the newest mount at ``mountpoint`` (alive or dead), from
+    /proc/self/mountinfo; None when nothing is mounted there."""
+    wanted = str(mountpoint.absolute())
+    found = None
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+                if point == wanted:
+                    found = fields[2]
+    except OSError:
+        return None
+    return found
