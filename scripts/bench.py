@@ -1724,6 +1724,9 @@ def _count_row(f: Figures, prefix: str, name: str) -> list[str]:
     ]
 
 
+WORKLOAD_GROUPS = ("sequential", "bam-region", "bam-scattered", "ls", "h5py", "huge-listing")
+
+
 def cmd_mount(args: argparse.Namespace) -> int:
     quick: bool = args.quick
     size = QUICK_SIZE if quick else DEFAULT_SIZE
@@ -1742,7 +1745,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
     bench: MountBench | None = None
     try:
         data = write_mount_data(work, size, bam=bam, h5ad=h5ad)
-        huge_data = None if quick else write_huge_data(work)
+        skip_huge = quick or (args.only is not None and "huge-listing" not in args.only)
+        huge_data = None if skip_huge else write_huge_data(work)
         shm_copy = shm / "local.bin"
         write_local_copy(shm_copy, size)
         print(f"bench: data ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
@@ -1764,8 +1768,11 @@ def cmd_mount(args: argparse.Namespace) -> int:
                 ("h5py", bench.hdf5),
             ]
             if not quick:
-                bench.choose_list_dir()
                 groups.append(("huge-listing", bench.huge_listing))
+            if args.only:
+                groups = [(name, fn) for name, fn in groups if name in args.only]
+            if any(name == "huge-listing" for name, _ in groups):
+                bench.choose_list_dir()
             for run in range(runs):
                 for name, fn in groups:
                     bench.group(name, fn, run)
@@ -1829,6 +1836,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick",
         action="store_true",
         help=f"a {QUICK_SIZE >> 20} MiB file instead of 1 GiB; skip the 100,000-entry folder",
+    )
+    m.add_argument(
+        "--only",
+        action="append",
+        choices=WORKLOAD_GROUPS,
+        help="run only this group of workloads (repeatable); the others' rows show '-'",
     )
     m.set_defaults(func=cmd_mount)
     return parser
