@@ -48,6 +48,7 @@ import logging
 import random
 import re
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -67,6 +68,7 @@ from remotefs.errors import (
     Transient,
     redact_url,
 )
+from remotefs.transport import ThreadedTransport
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ MAX_DETAIL = 200
 # The client
 
 
-# httpcore reads response bodies 64 KiB per socket read; for the multi-MiB ranged bodies of
+# Behind a proxy the mount falls back to httpx's own transport (see make_client). httpcore
+# reads response bodies 64 KiB per socket read; for the multi-MiB ranged bodies of
 # read-ahead that is ~16 Python-level round trips per MiB on the mount's one busy thread.
 # 1 MiB per read measured +30-40% for a 1 GiB stream (scripts/bench). A class attribute of
 # httpcore's HTTP/1.1 connection: set only when it exists, so a newer httpcore degrades to
@@ -116,10 +119,19 @@ def make_client(
 ) -> httpx.AsyncClient:
     """The mount's one HTTP client: timeouts and pool limits, no credentials, no redirects.
 
-    ``timeout`` bounds each connect, each read of a chunk and the wait for a pooled
-    connection; the whole operation is bounded separately by :func:`send`'s deadline.
-    ``transport`` is for tests (``httpx.MockTransport``, ``httpx.ASGITransport``).
+    ``timeout`` bounds each connect and each socket read; the whole operation is bounded
+    separately by :func:`send`'s deadline. Exchanges run in
+    :class:`~remotefs.transport.ThreadedTransport` (bodies received off the trio thread)
+    unless the environment names a proxy (``HTTPS_PROXY``, ``ALL_PROXY``, ...): httpx then
+    keeps its own transport, which honours proxies and ``NO_PROXY`` (with a custom transport
+    httpx would ignore them). ``transport`` is for tests (``httpx.MockTransport``,
+    ``httpx.ASGITransport``).
     """
+    if transport is None:
+        if {"http", "https", "all"} & urllib.request.getproxies().keys():
+            log.info("a proxy is configured: responses are received by httpx's own transport")
+        else:
+            transport = ThreadedTransport(max_connections=max_connections)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout),
         limits=httpx.Limits(

@@ -1,0 +1,367 @@
+"""remotefs.transport: whole bodies, pooled connections, httpx's errors, prompt cancellation.
+
+Each test talks to a scripted HTTP/1.1 server on 127.0.0.1 (a thread of this process: the
+transport is tested over a real socket, the way the mount uses it). The script decides, per
+request, what bytes go back and whether the connection stays open; the server records every
+request head and counts the connections it accepted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import trio
+
+from remotefs.http import make_client
+from remotefs.transport import ThreadedTransport
+
+SECRET_PATH = "/bucket/object?X-Amz-Signature=SIGNATURE-SECRET"
+
+Reply = Callable[[int, bytes, socket.socket], bool]
+"""(request number, request head, socket) → keep the connection open?"""
+
+
+class ScriptedServer:
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.heads: list[bytes] = []
+        self.accepted = 0
+        self.peer_closed = threading.Event()  # a client closed a connection
+        self.hung_up = threading.Event()  # the script closed a connection
+        self.release = threading.Event()  # ends the replies that stall on purpose
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, daemon=True)
+        self._accepting.start()
+
+    def url(self, path: str = "/file") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            pending = b""
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        self.peer_closed.set()
+                        return
+                    pending += data
+                head, _, pending = pending.partition(b"\r\n\r\n")
+                self.heads.append(head)
+                if not self.reply(len(self.heads), head, conn):
+                    break
+        self.hung_up.set()
+
+    def close(self) -> None:
+        self.release.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the accept (close alone does not)
+        self._listener.close()
+        self._accepting.join(timeout=5)
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Reply], ScriptedServer]]:
+    servers: list[ScriptedServer] = []
+
+    def start(reply: Reply) -> ScriptedServer:
+        servers.append(ScriptedServer(reply))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+def response(body: bytes, *, status: str = "200 OK", extra: str = "") -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode("latin-1") + body
+    )
+
+
+def client(timeout: float = 10.0) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=ThreadedTransport(), timeout=timeout)
+
+
+BODY = os.urandom(3 << 20)
+
+
+async def test_a_body_arrives_whole_with_its_headers(serve) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        data = response(BODY, status="206 Partial Content", extra="X-Answer: 42\r\n")
+        for start in range(0, len(data), 100_000):  # many segments, as a network delivers
+            conn.sendall(data[start : start + 100_000])
+        return True
+
+    server = serve(reply)
+    async with client() as c:
+        r = await c.get(server.url(), headers={"Range": "bytes=0-3145727", "X-Token": "t"})
+    assert r.status_code == 206 and r.reason_phrase == "Partial Content"
+    assert r.content == BODY
+    assert r.headers["x-answer"] == "42"
+    lines = server.heads[0].split(b"\r\n")
+    assert lines[0] == b"GET /file HTTP/1.1"
+    names = [line.split(b":")[0].lower() for line in lines[1:]]
+    assert names.count(b"host") == 1 and names.count(b"accept-encoding") == 1
+    assert b"Range: bytes=0-3145727" in lines and b"X-Token: t" in lines
+
+
+async def test_one_connection_serves_requests_one_after_another(serve) -> None:
+    server = serve(lambda n, head, conn: conn.sendall(response(b"x" * n)) or True)
+    async with client() as c:
+        bodies = [(await c.get(server.url())).content for _ in range(3)]
+    assert bodies == [b"x", b"xx", b"xxx"]
+    assert server.accepted == 1
+
+
+async def test_an_empty_body_leaves_the_connection_usable(serve) -> None:
+    server = serve(lambda n, head, conn: conn.sendall(response(b"" if n == 1 else b"ok")) or True)
+    async with client() as c:
+        assert (await c.get(server.url())).content == b""
+        assert (await c.get(server.url())).content == b"ok"
+    assert server.accepted == 1
+
+
+async def test_a_head_answer_has_no_body(serve) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" if n == 1 else response(b"ok")
+        )
+        return True
+
+    server = serve(reply)
+    async with client() as c:
+        r = await c.head(server.url())
+        assert r.content == b"" and r.headers["content-length"] == "100"
+        assert (await c.get(server.url())).content == b"ok"
+    assert server.accepted == 1
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced(serve) -> None:
+    # The server closes after each answer without saying so (no "Connection: close"): the
+    # pooled connection is dead when the next request comes, and that request still works.
+    server = serve(lambda n, head, conn: conn.sendall(response(b"%d" % n)) and False)
+    async with client() as c:
+        first = await c.get(server.url())
+        assert await trio.to_thread.run_sync(server.hung_up.wait, 5)
+        second = await c.get(server.url())
+    assert (first.content, second.content) == (b"1", b"2")
+    assert server.accepted == 2 and len(server.heads) == 2
+
+
+async def test_a_reused_connection_closed_under_a_get_is_retried_once(serve) -> None:
+    # Request 2 finds the pooled connection open, and the server closes it on reading the
+    # request (its keep-alive timeout, at the worst moment): a GET goes again, on a new one.
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        if n == 2:
+            return False
+        conn.sendall(response(b"%d" % n))
+        return True
+
+    server = serve(reply)
+    async with client() as c:
+        assert (await c.get(server.url())).content == b"1"
+        assert (await c.get(server.url())).content == b"3"
+    assert server.accepted == 2 and len(server.heads) == 3
+
+
+async def test_a_post_is_never_sent_twice(serve) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        if n == 2:
+            return False
+        conn.sendall(response(b"%d" % n))
+        return True
+
+    server = serve(reply)
+    async with client() as c:
+        assert (await c.get(server.url())).content == b"1"
+        with pytest.raises(httpx.RemoteProtocolError, match="without a response"):
+            await c.post(server.url(), content=b"x")
+    assert server.accepted == 1 and len(server.heads) == 2
+
+
+async def test_informational_answers_are_skipped(serve) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n" + response(b"final %d" % n))
+        return True
+
+    server = serve(reply)
+    async with client() as c:
+        first = await c.get(server.url())
+        second = await c.get(server.url())
+    assert (first.status_code, first.content) == (200, b"final 1")
+    assert (second.status_code, second.content) == (200, b"final 2")
+    assert server.accepted == 1
+
+
+async def test_an_http_1_0_answer_is_read_and_its_connection_not_reused(serve) -> None:
+    answer = b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    server = serve(lambda n, head, conn: conn.sendall(answer) or True)
+    async with client() as c:
+        r = await c.get(server.url())
+        assert (r.http_version, r.content) == ("HTTP/1.0", b"ok")
+        assert (await c.get(server.url())).content == b"ok"
+    assert server.accepted == 2
+
+
+async def test_header_values_are_trimmed_and_unfolded(serve) -> None:
+    extra = 'ETag: "abc"   \r\nX-Folded: a\r\n  b\r\n'
+    server = serve(lambda n, head, conn: conn.sendall(response(b"", extra=extra)) or True)
+    async with client() as c:
+        r = await c.get(server.url())
+    assert (r.headers["etag"], r.headers["x-folded"]) == ('"abc"', "a b")
+
+
+async def test_a_chunked_body_is_decoded(serve) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+        )
+        return True
+
+    server = serve(reply)
+    async with client() as c:
+        assert (await c.get(server.url())).content == b"hello world"
+
+
+async def test_a_body_cut_short_is_an_error_never_short_bytes(serve) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(response(b"a" * 1000)[:-500])
+        return False
+
+    server = serve(reply)
+    async with client() as c:
+        with pytest.raises(httpx.RemoteProtocolError) as info:
+            await c.get(server.url(SECRET_PATH))
+    assert "500 bytes into a body of 1000" in str(info.value)
+    assert "SIGNATURE" not in str(info.value) and "bucket" not in str(info.value)
+
+
+@pytest.mark.parametrize("declared", ["99999999999999999999999", str(1 << 62)])
+async def test_a_false_huge_length_is_an_error_not_an_allocation(serve, declared: str) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {declared}\r\n\r\nabcd".encode())
+        return False
+
+    server = serve(reply)
+    async with client() as c:
+        with pytest.raises(httpx.RemoteProtocolError, match=f"4 bytes into a body of {declared}"):
+            await c.get(server.url())
+
+
+async def test_a_chunked_body_cut_short_is_an_error(serve) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+        return False
+
+    server = serve(reply)
+    async with client() as c:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await c.get(server.url())
+
+
+async def test_a_connection_closed_without_an_answer_is_a_protocol_error(serve) -> None:
+    server = serve(lambda n, head, conn: False)
+    async with client() as c:
+        with pytest.raises(httpx.RemoteProtocolError, match="without a response"):
+            await c.get(server.url(SECRET_PATH))
+    assert server.accepted == 1  # a new connection is not tried twice
+
+
+async def test_a_malformed_answer_is_a_protocol_error(serve) -> None:
+    server = serve(lambda n, head, conn: conn.sendall(b"SPDY/9 what\r\n\r\n") and False)
+    async with client() as c:
+        with pytest.raises(httpx.RemoteProtocolError, match="malformed"):
+            await c.get(server.url())
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once it is closed
+    async with client() as c:
+        with pytest.raises(httpx.ConnectError, match=f"127.0.0.1:{port}"):
+            await c.get(f"http://127.0.0.1:{port}{SECRET_PATH}")
+
+
+async def test_a_server_that_never_answers_is_a_read_timeout(serve) -> None:
+    server = serve(lambda n, head, conn: server.release.wait(30) and False)
+    async with client(timeout=0.3) as c:
+        with pytest.raises(httpx.ReadTimeout):
+            await c.get(server.url())
+
+
+async def test_a_cancelled_exchange_ends_its_connection_at_once(serve) -> None:
+    # Headers and half the body, then nothing: the caller's deadline passes long before the
+    # 30 s read timeout, and the transport must close the socket, not leave a thread in recv.
+    shut = threading.Event()
+
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        if n > 1:
+            conn.sendall(response(b"next"))
+            return True
+        conn.sendall(response(b"b" * 1000)[:-500])
+        conn.settimeout(30)
+        try:
+            if conn.recv(1) == b"":  # returns as soon as the client's side is shut
+                shut.set()
+        except OSError:
+            shut.set()
+        return False
+
+    server = serve(reply)
+    async with client(timeout=30) as c:
+        with trio.move_on_after(0.3) as scope:
+            await c.get(server.url())
+        assert scope.cancelled_caught
+        assert await trio.to_thread.run_sync(shut.wait, 5)
+        assert (await c.get(server.url())).content == b"next"  # on a new connection
+    assert server.accepted == 2
+
+
+async def test_an_invalid_header_value_is_refused_without_showing_it(serve) -> None:
+    server = serve(lambda n, head, conn: conn.sendall(response(b"")) or True)
+    async with client() as c:
+        with pytest.raises(httpx.LocalProtocolError) as info:
+            await c.get(server.url(), headers={"X-Token": "TOKEN-SECRET\r\nX-Evil: 1"})
+    assert "TOKEN-SECRET" not in str(info.value)
+    assert server.heads == []
+
+
+def test_make_client_uses_the_threaded_transport(monkeypatch) -> None:
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("NO_PROXY", "localhost")  # names no proxy: changes nothing
+    assert isinstance(make_client()._transport, ThreadedTransport)
+
+
+def test_make_client_leaves_proxies_to_httpx(monkeypatch) -> None:
+    monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
+    transport = make_client()._transport_for_url(httpx.URL("https://storage.example/x"))
+    assert not isinstance(transport, ThreadedTransport)
