@@ -3,12 +3,11 @@
 Why not httpx's own transport: it receives a body on the trio thread, one Python-level
 event per socket read through httpcore and h11, on the thread that also answers FUSE. Here
 the stdlib's ``http.client`` runs each exchange in a worker thread and reads the body with
-one ``readinto`` into a buffer of its declared length: the socket reads (and TLS decryption)
-run in C with the GIL released, off the trio thread. Measured on the 2-core bench machine,
-cold 1 GiB reads through the mount: the trio thread's CPU fell from 2.5-3.0 s to 1.2-1.3 s
-per GiB, and the read (``scripts/bench mount``, row 1) from ~222 to ~265 MB/s. Alone, one
-httpx GET of the emulator costs ~1.8 s of CPU per GiB; ``http.client`` with ``readinto``
-~0.3 s.
+one ``read`` of its declared length, into a ``bytes`` object allocated once: the socket
+reads (and TLS decryption) run in C with the GIL released, off the trio thread. Measured on
+the 2-core bench machine: one GET of 1 GiB from the emulator costs ~1.8 s of CPU through
+httpx, ~0.3 s as socket reads into one buffer; in the mount, a cold 1 GiB read cost the trio
+thread 1.2-1.3 s of CPU instead of 2.5-3.0 s.
 
 Everything above the wire stays httpx's: :class:`ThreadedTransport` is an
 ``httpx.AsyncBaseTransport``, so request building, headers, redirects (never followed, see
@@ -32,9 +31,9 @@ Invariants:
   connection is never pooled. At most ``max_connections`` exchanges run at once.
 - **Limits**: HTTP/1.1 only (HTTP/1.0 answers are read, never pooled); informational (1xx)
   answers before the final one are skipped; at most 100 header lines per response
-  (``http.client``'s limit; storage services send ~20). A body is read into one buffer when
-  its declared length is at most ``WHOLE_BODY_BYTES``, otherwise in pieces of that size, so a
-  wrong ``Content-Length`` never allocates more than the bytes that actually arrive.
+  (``http.client``'s limit; storage services send ~20). A body is read in pieces of at most
+  ``WHOLE_BODY_BYTES`` (one piece for every ranged read), so a wrong ``Content-Length``
+  never allocates much more than the bytes that actually arrive.
 - **Pooling**: a connection goes back to its host's idle list only after a complete response
   that does not close it. One that the server closed while idle is noticed (its socket is
   readable) and dropped before use; a reused connection that fails before any response byte
@@ -59,8 +58,8 @@ import trio
 _Origin = tuple[str, str, int]
 
 WHOLE_BODY_BYTES = 64 << 20
-"""Bodies up to this declared length are read with one ``readinto`` into a buffer of that
-length (read-ahead requests are 4 MiB); longer ones in pieces of this size."""
+"""Bodies up to this declared length are read in one piece (read-ahead requests are 4 MiB);
+longer ones in pieces of this size."""
 _FOLDED = re.compile(r"\r?\n[ \t]+")
 
 
@@ -277,17 +276,14 @@ class _Exchange:
             length = response.length
             if not length:  # chunked, delimited by the connection's end, or empty
                 return response.read()
-            if length <= WHOLE_BODY_BYTES:
-                buffer = bytearray(length)
-                got = response.readinto(buffer)
-                body = bytes(buffer) if got == length else b""
-            else:
-                pieces = []
-                got = 0
-                while got < length and (piece := response.read(WHOLE_BODY_BYTES)):
-                    pieces.append(piece)
-                    got += len(piece)
-                body = b"".join(pieces)
+            # One allocation, filled in place: BufferedReader.read(n) creates the bytes object
+            # and reads the socket into it until n bytes or the end (no copy, no zeroing).
+            pieces = []
+            got = 0
+            while got < length and (piece := response.read(min(length - got, WHOLE_BODY_BYTES))):
+                pieces.append(piece)
+                got += len(piece)
+            body = pieces[0] if len(pieces) == 1 else b"".join(pieces)
             if got < length:
                 raise httpx.RemoteProtocolError(
                     f"{self.where} closed the connection {got} bytes into a body of {length}"
