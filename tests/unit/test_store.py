@@ -144,3 +144,28 @@ def test_a_partial_read_checks_only_its_pieces_and_writes_add(tmp_path: Path) ->
         store.get(key(0), 2 * PIECE, 2 * PIECE + 1)
     assert key(0) not in store
     store.close()
+
+
+def test_a_slot_reused_while_it_is_read_is_a_miss_not_damage(tmp_path: Path, monkeypatch) -> None:
+    # Slots are read outside the store's lock (chunks load in parallel). Here the only slot
+    # is given to another chunk between the look-up and the read: the reader must see a
+    # miss, and neither chunk may be dropped as damaged.
+    import remotefs.cache.store as store_module
+
+    store = ChunkStore(tmp_path, size_limit=CHUNK_SIZE)
+    store.put_many([(key(0), chunk(0))])
+    real_pread = os.pread
+    evicted = False
+
+    def pread_after_eviction(fd: int, size: int, offset: int) -> bytes:
+        nonlocal evicted
+        if not evicted:
+            evicted = True
+            store.put_many([(key(1), chunk(1))])  # evicts chunk 0, writes chunk 1 in its slot
+        return real_pread(fd, size, offset)
+
+    monkeypatch.setattr(store_module.os, "pread", pread_after_eviction)
+    assert store.get(key(0)) is None
+    monkeypatch.setattr(store_module.os, "pread", real_pread)
+    assert key(0) not in store and store.get(key(1)) == chunk(1)
+    store.close()
