@@ -52,11 +52,16 @@ log = logging.getLogger(__name__)
 MEMORY_BYTES = 48 << 20
 """The memory tier. It holds the read-ahead window (``prefetch.MAX_WINDOW``, half of it) and
 the hot head/tail chunks that htslib and HDF5 re-read on every open; with the pending writes
-and the requests in flight it bounds the mount's RSS (target 250 MB, measured ~110-150 MB
-streaming 1 GiB)."""
-PENDING_WRITE_BYTES = 16 << 20
+and the requests in flight it bounds the mount's RSS (target 250 MB, measured ~210-230 MB
+streaming 1 GiB at ~440 MB/s)."""
+PENDING_WRITE_BYTES = 32 << 20
 """Bytes waiting for the disk writer. Past this, new fetches wait *before* they start (the
-disk is slower than the network): memory stays bounded and the disk tier stays complete."""
+disk is slower than the network): memory stays bounded and the disk tier stays complete.
+It must hold more than a round trip's worth of a stream: a fetch released by the writer
+still waits one round trip for its bytes, while the writer runs dry. With 16 MiB a 40 ms
+stream ran at 0.79x of the same stream at 0 ms; with 32 MiB at 0.86x, with 64 MiB at 0.92x
+(scripts/bench rows 1-2, medians of 3), but 64 MiB took the peak RSS to 245-259 MB, past
+the 250 MB target; 32 MiB: 220-231 MB."""
 MAX_PARALLEL_FETCHES = 8
 """Ranged requests in flight at once, all files together (read-ahead and demand)."""
 WRITE_BATCH = 16
