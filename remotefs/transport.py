@@ -64,8 +64,16 @@ _FOLDED = re.compile(r"\r?\n[ \t]+")
 
 
 class ThreadedTransport(httpx.AsyncBaseTransport):
-    def __init__(self, *, max_connections: int = 32, max_idle_per_host: int = 32) -> None:
-        self._ssl_context = httpx.create_ssl_context()
+    def __init__(
+        self,
+        *,
+        max_connections: int = 32,
+        max_idle_per_host: int = 32,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``ssl_context``: the certificates to trust (default: httpx's, from ``certifi`` or
+        ``SSL_CERT_FILE``/``SSL_CERT_DIR``); tests pass one trusting their own CA."""
+        self._ssl_context = ssl_context or httpx.create_ssl_context()
         self._limiter = trio.CapacityLimiter(max_connections)
         self._idle: defaultdict[_Origin, list[http.client.HTTPConnection]] = defaultdict(list)
         self._idle_lock = threading.Lock()

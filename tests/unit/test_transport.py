@@ -3,7 +3,8 @@
 Each test talks to a scripted HTTP/1.1 server on 127.0.0.1 (a thread of this process: the
 transport is tested over a real socket, the way the mount uses it). The script decides, per
 request, what bytes go back and whether the connection stays open; the server records every
-request head and counts the connections it accepted.
+request head and counts the connections it accepted. The TLS tests give it a certificate
+from a throwaway CA (trustme) that only the client under test trusts.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
 import trio
+import trustme
 
 from remotefs.http import make_client
 from remotefs.transport import ThreadedTransport
@@ -28,8 +31,9 @@ Reply = Callable[[int, bytes, socket.socket], bool]
 
 
 class ScriptedServer:
-    def __init__(self, reply: Reply) -> None:
+    def __init__(self, reply: Reply, tls: ssl.SSLContext | None = None) -> None:
         self.reply = reply
+        self.tls = tls
         self.heads: list[bytes] = []
         self.accepted = 0
         self.peer_closed = threading.Event()  # a client closed a connection
@@ -42,7 +46,7 @@ class ScriptedServer:
         self._accepting.start()
 
     def url(self, path: str = "/file") -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}{path}"
 
     def _accept(self) -> None:
         while True:
@@ -56,6 +60,12 @@ class ScriptedServer:
             thread.start()
 
     def _serve(self, conn: socket.socket) -> None:
+        if self.tls is not None:
+            try:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:  # the client refused our certificate
+                conn.close()
+                return
         with conn:
             pending = b""
             while True:
@@ -85,11 +95,11 @@ class ScriptedServer:
 
 
 @pytest.fixture
-def serve() -> Iterator[Callable[[Reply], ScriptedServer]]:
+def serve() -> Iterator[Callable[..., ScriptedServer]]:
     servers: list[ScriptedServer] = []
 
-    def start(reply: Reply) -> ScriptedServer:
-        servers.append(ScriptedServer(reply))
+    def start(reply: Reply, tls: ssl.SSLContext | None = None) -> ScriptedServer:
+        servers.append(ScriptedServer(reply, tls))
         return servers[-1]
 
     yield start
@@ -103,8 +113,8 @@ def response(body: bytes, *, status: str = "200 OK", extra: str = "") -> bytes:
     )
 
 
-def client(timeout: float = 10.0) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=ThreadedTransport(), timeout=timeout)
+def client(timeout: float = 10.0, trust: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=ThreadedTransport(ssl_context=trust), timeout=timeout)
 
 
 BODY = os.urandom(3 << 20)
@@ -351,6 +361,87 @@ async def test_an_invalid_header_value_is_refused_without_showing_it(serve) -> N
             await c.get(server.url(), headers={"X-Token": "TOKEN-SECRET\r\nX-Evil: 1"})
     assert "TOKEN-SECRET" not in str(info.value)
     assert server.heads == []
+
+
+# --- TLS: the platforms' signed URLs are HTTPS ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def server_tls(ca: trustme.CA, *names: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert(*names).configure_cert(context)
+    return context
+
+
+def trusting(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_https_bodies_arrive_whole_on_one_verified_connection(serve, ca) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(response(BODY if n == 1 else b"second"))
+        return True
+
+    server = serve(reply, server_tls(ca, "127.0.0.1"))
+    async with client(trust=trusting(ca)) as c:
+        first = await c.get(server.url())
+        second = await c.get(server.url())
+    assert (first.content, second.content) == (BODY, b"second")
+    assert server.accepted == 1
+
+
+def answer_x(n: int, head: bytes, conn: socket.socket) -> bool:
+    conn.sendall(response(b"x"))
+    return True
+
+
+async def test_an_untrusted_certificate_is_refused(serve, ca) -> None:
+    server = serve(
+        lambda n, head, conn: conn.sendall(response(b"x")) or True, server_tls(ca, "127.0.0.1")
+    )
+    async with client() as c:  # trusts the usual CAs, not this test's
+        with pytest.raises(httpx.ConnectError, match="TLS with 127.0.0.1") as info:
+            await c.get(server.url(SECRET_PATH))
+    assert "SIGNATURE" not in str(info.value)
+    assert server.heads == []  # nothing was sent
+
+
+async def test_a_certificate_for_another_name_is_refused(serve, ca) -> None:
+    server = serve(
+        lambda n, head, conn: conn.sendall(response(b"x")) or True,
+        server_tls(ca, "storage.example"),
+    )
+    async with client(trust=trusting(ca)) as c:
+        with pytest.raises(httpx.ConnectError, match="TLS with 127.0.0.1"):
+            await c.get(server.url())
+    assert server.heads == []
+
+
+async def test_a_cancelled_https_exchange_ends_its_connection_at_once(serve, ca) -> None:
+    shut = threading.Event()
+
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(response(b"b" * 100_000)[:50_000])
+        conn.settimeout(30)
+        try:
+            if conn.recv(1) == b"":
+                shut.set()
+        except OSError:
+            shut.set()
+        return False
+
+    server = serve(reply, server_tls(ca, "127.0.0.1"))
+    async with client(timeout=30, trust=trusting(ca)) as c:
+        with trio.move_on_after(0.3) as scope:
+            await c.get(server.url())
+        assert scope.cancelled_caught
+        assert await trio.to_thread.run_sync(shut.wait, 5)
 
 
 def test_make_client_uses_the_threaded_transport(monkeypatch) -> None:
