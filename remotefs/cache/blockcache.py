@@ -23,8 +23,8 @@
   writer task, coalescing repeated writes of a chunk, writing batches in a worker thread);
   reads never wait for the disk. Pending writes are bounded; past the bound, new fetches wait
   for the writer before they start.
-- **Integrity**: the disk tier keeps a CRC-32 per 64 KiB piece; a damaged chunk is dropped
-  and its bytes fetched again, never served.
+- **Integrity**: the disk tier keeps a checksum (CRC-32C) per 64 KiB piece; a damaged chunk
+  is dropped and its bytes fetched again, never served.
 - **Exactness**: a read returns exactly ``min(size, entry.size - offset)`` bytes or raises.
 - Nothing blocks the trio loop: disk reads and writes run in worker threads; whether a chunk
   is on disk at all is answered from the store's in-memory index.

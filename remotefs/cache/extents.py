@@ -10,7 +10,7 @@ range is cached exactly when one run covers it. Bytes of a file version never ch
 a new run overlaps an old one the union is built from either without comparison.
 
 On disk (``remotefs.cache.store``) a chunk's runs sit at their offsets in one slot, with a
-CRC-32 per run in the index.
+checksum per 64 KiB piece in the index.
 """
 
 from __future__ import annotations

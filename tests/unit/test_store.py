@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sqlite3
+import zlib
 from pathlib import Path
 
 import pytest
@@ -168,4 +170,33 @@ def test_a_slot_reused_while_it_is_read_is_a_miss_not_damage(tmp_path: Path, mon
     assert store.get(key(0)) is None
     monkeypatch.setattr(store_module.os, "pread", real_pread)
     assert key(0) not in store and store.get(key(1)) == chunk(1)
+    store.close()
+
+
+def test_an_index_of_another_checksum_starts_empty(tmp_path: Path, monkeypatch) -> None:
+    import remotefs.cache.store as store_module
+
+    def use(name: str) -> None:
+        monkeypatch.setattr(store_module, "CHECKSUM", name)
+        fn = zlib.crc32 if name == "crc32" else store_module._crc32c
+        monkeypatch.setattr(store_module, "checksum", fn)
+
+    use("crc32")
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    store.put_many([(key(0), chunk(0))])
+    store.close()
+    # An index from before the checksum was recorded (user_version 0) holds CRC-32.
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:
+        db.execute("PRAGMA user_version = 0")
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    assert store.get(key(0)) == chunk(0)
+    store.close()
+    # With CRC-32C the CRC-32 chunks would all fail their checks: gone, not "damaged".
+    use("crc32c")
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    assert len(store) == 0 and store.get(key(0)) is None
+    store.put_many([(key(0), chunk(0))])
+    store.close()
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    assert store.get(key(0)) == chunk(0)
     store.close()
