@@ -68,7 +68,6 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         self,
         *,
         max_connections: int = 32,
-        max_idle_per_host: int = 32,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         """``ssl_context``: the certificates to trust (default: httpx's, from ``certifi`` or
@@ -76,8 +75,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context or httpx.create_ssl_context()
         self._limiter = trio.CapacityLimiter(max_connections)
         self._idle: defaultdict[_Origin, list[http.client.HTTPConnection]] = defaultdict(list)
-        self._idle_lock = threading.Lock()
-        self._max_idle = max_idle_per_host
+        self._idle_lock = threading.Lock()  # at most max_connections idle: no more exist
         self._closed = False
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -121,9 +119,8 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
 
     def _give_back(self, origin: _Origin, conn: http.client.HTTPConnection) -> None:
         with self._idle_lock:
-            conns = self._idle[origin]
-            if not self._closed and len(conns) < self._max_idle:
-                conns.append(conn)
+            if not self._closed:
+                self._idle[origin].append(conn)
                 return
         conn.close()
 
@@ -278,10 +275,7 @@ class _Exchange:
 
     def _body(self, response: http.client.HTTPResponse) -> bytes:
         with self._receiving("body"):
-            if self.method == "HEAD" or response.status in (204, 304) or response.status < 200:
-                response.read()
-                return b""
-            length = response.length
+            length = response.length  # 0 for HEAD, 204 and 304 (http.client knows they are empty)
             if not length:  # chunked, delimited by the connection's end, or empty
                 return response.read()
             # One allocation, filled in place: BufferedReader.read(n) creates the bytes object

@@ -158,21 +158,18 @@ class ChunkStore:
 
     def _check_format(self, directory: Path) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if FORMATS.get(CHECKSUM) == (version or FORMATS["crc32"]):
-            if not version:
-                self._db.execute(f"PRAGMA user_version = {FORMATS[CHECKSUM]}")
-            return
-        with self._db:
-            dropped = self._db.execute("DELETE FROM chunks").rowcount
+        if (version or FORMATS["crc32"]) != FORMATS[CHECKSUM]:
+            with self._db:
+                dropped = self._db.execute("DELETE FROM chunks").rowcount
+            if dropped > 0:
+                log.info(
+                    "cache %s: its %d chunks were checked with another checksum than this "
+                    "mount's %s; starting empty",
+                    directory,
+                    dropped,
+                    CHECKSUM,
+                )
         self._db.execute(f"PRAGMA user_version = {FORMATS[CHECKSUM]}")
-        if dropped > 0:
-            log.info(
-                "cache %s: its %d chunks were checked with another checksum than this mount's "
-                "%s; starting empty",
-                directory,
-                dropped,
-                CHECKSUM,
-            )
 
     def _load(self) -> None:
         rows = self._db.execute("SELECT key, slot, header, used FROM chunks ORDER BY used")

@@ -183,16 +183,18 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced(serve) -> N
     assert server.accepted == 2 and len(server.heads) == 2
 
 
+def hang_up_on_request_2(n: int, head: bytes, conn: socket.socket) -> bool:
+    """Answer every request with its number, except request 2: close the connection on it."""
+    if n == 2:
+        return False
+    conn.sendall(response(b"%d" % n))
+    return True
+
+
 async def test_a_reused_connection_closed_under_a_get_is_retried_once(serve) -> None:
     # Request 2 finds the pooled connection open, and the server closes it on reading the
     # request (its keep-alive timeout, at the worst moment): a GET goes again, on a new one.
-    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
-        if n == 2:
-            return False
-        conn.sendall(response(b"%d" % n))
-        return True
-
-    server = serve(reply)
+    server = serve(hang_up_on_request_2)
     async with client() as c:
         assert (await c.get(server.url())).content == b"1"
         assert (await c.get(server.url())).content == b"3"
@@ -200,13 +202,7 @@ async def test_a_reused_connection_closed_under_a_get_is_retried_once(serve) -> 
 
 
 async def test_a_post_is_never_sent_twice(serve) -> None:
-    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
-        if n == 2:
-            return False
-        conn.sendall(response(b"%d" % n))
-        return True
-
-    server = serve(reply)
+    server = serve(hang_up_on_request_2)
     async with client() as c:
         assert (await c.get(server.url())).content == b"1"
         with pytest.raises(httpx.RemoteProtocolError, match="without a response"):
