@@ -123,6 +123,11 @@ class BlockCache:
         self._pending_sizes.clear()
         self.disk.close()
 
+    @property
+    def memory_in_use(self) -> int:
+        """Bytes held by the memory tier (at most ``memory_bytes``, or one chunk)."""
+        return self._memory_used
+
     # --- keys, tiers ------------------------------------------------------------------------
 
     def _file_key(self, entry: RemoteEntry) -> FileKey:
@@ -133,7 +138,13 @@ class BlockCache:
         if old is not None:
             self._memory_used -= old.nbytes
         self._memory[key] = extents
-        self._memory_used += extents.nbytes
+        self._grew(extents.nbytes)
+
+    def _grew(self, added: int) -> None:
+        """Account ``added`` bytes to the memory tier, then evict least recently used chunks
+        back under its bound (never the newest: it is the one being used). Called wherever
+        bytes are added: read-ahead remembers its chunks empty, then fills them."""
+        self._memory_used += added
         while self._memory_used > self.memory_bytes and len(self._memory) > 1:
             _, evicted = self._memory.popitem(last=False)
             self._memory_used -= evicted.nbytes
@@ -166,7 +177,7 @@ class BlockCache:
             before = current.nbytes
             for start, run in zip(part.starts, part.runs, strict=True) if part else ():
                 current.add(start, run)
-            self._memory_used += current.nbytes - before
+            self._grew(current.nbytes - before)
             extents = current
         return extents
 
@@ -266,8 +277,8 @@ class BlockCache:
             extents = await self._chunk(key)  # in memory from here on (no disk load: lo = hi)
             before = extents.nbytes
             extents.add(lo, bytes(view[base + lo - start : base + hi - start]))
-            self._memory_used += extents.nbytes - before
             self._queue_write(key, extents)
+            self._grew(extents.nbytes - before)
 
     # --- read-ahead -----------------------------------------------------------------------
 

@@ -111,6 +111,33 @@ async def test_sequential_readahead_uses_large_requests(
     assert len(platform.calls) < 20
 
 
+async def test_memory_tier_stays_within_its_bound_while_reading_ahead(
+    tmp_path: Path, platform: FakePlatform
+) -> None:
+    """Read-ahead remembers its chunks empty, then fills them: the bound holds after the
+    filling too, and every byte still reads back exactly (evicted chunks wait for the disk
+    writer, or are on disk)."""
+    bound = 2 * CHUNK_SIZE
+    async with trio.open_nursery() as nursery:
+        cache = BlockCache(
+            tmp_path / "blocks",
+            size_limit=1 << 30,
+            fetch=platform.fetch,
+            namespace="t",
+            memory_bytes=bound,
+        )
+        await nursery.start(cache.run)
+        cache.prefetch(ENTRY, 0, SIZE)
+        assert await cache.read(ENTRY, SIZE - 1, 1) == CONTENT.read(SIZE - 1, 1)
+        await trio.testing.wait_all_tasks_blocked()
+        assert 0 < cache.memory_in_use <= bound
+        assert await cache.read(ENTRY, 0, SIZE) == CONTENT.read(0, SIZE)
+        assert cache.memory_in_use <= bound
+        nursery.cancel_scope.cancel()
+    cache.close()
+    assert platform.fetched == SIZE
+
+
 def test_readahead_plan_tolerates_reordering_and_resets_on_seek() -> None:
     ra = ReadAhead()
     size = 1 << 30
