@@ -21,8 +21,10 @@
   cancelled fetch never leaves waiters hanging (they retry and fetch themselves).
 - **Write-behind**: fetched bytes go to memory at once and to disk in the background (one
   writer task, coalescing repeated writes of a chunk, writing batches in a worker thread);
-  reads never wait for the disk. Pending writes are bounded; past the bound, new fetches wait
-  for the writer before they start.
+  reads never wait for the disk. The bytes not yet on disk (being fetched, or waiting for
+  the writer) are bounded: a fetch starts only when its bytes fit, and fetches are let in
+  one by one as the writer makes room, so the network never stops while the disk catches
+  up.
 - **Integrity**: the disk tier keeps a checksum (CRC-32C) per 64 KiB piece; a damaged chunk
   is dropped and its bytes fetched again, never served.
 - **Exactness**: a read returns exactly ``min(size, entry.size - offset)`` bytes or raises.
@@ -33,7 +35,7 @@
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -49,27 +51,34 @@ from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
 
-MEMORY_BYTES = 48 << 20
-"""The memory tier. It holds the read-ahead window (``prefetch.MAX_WINDOW``, half of it) and
-the hot head/tail chunks that htslib and HDF5 re-read on every open; with the pending writes
-and the requests in flight it bounds the mount's RSS (target 250 MB, measured ~210-230 MB
-streaming 1 GiB at ~440 MB/s)."""
-PENDING_WRITE_BYTES = 32 << 20
-"""Bytes waiting for the disk writer. Past this, new fetches wait *before* they start (the
-disk is slower than the network): memory stays bounded and the disk tier stays complete.
-It must hold more than a round trip's worth of a stream: a fetch released by the writer
-still waits one round trip for its bytes, while the writer runs dry. With 16 MiB a 40 ms
-stream ran at 0.79x of the same stream at 0 ms; with 32 MiB at 0.86x, with 64 MiB at 0.92x
-(scripts/bench rows 1-2, medians of 3), but 64 MiB took the peak RSS to 245-259 MB, past
-the 250 MB target; 32 MiB: 220-231 MB."""
-MAX_PARALLEL_FETCHES = 8
-"""Ranged requests in flight at once, all files together (read-ahead and demand)."""
+MEMORY_BYTES = 56 << 20
+"""The memory tier. It holds a stream's read-ahead window (``prefetch.MAX_WINDOW``, 48 MiB:
+the bytes a streaming reader has consumed go first, see :meth:`BlockCache.read`) and the
+hot head/tail chunks that htslib and HDF5 re-read on every open. With ``UNWRITTEN_BYTES``
+it bounds the mount's RSS (target 250 MB; a cold 1 GiB stream peaks at ~185 MB)."""
+UNWRITTEN_BYTES = 64 << 20
+"""Bytes being fetched or waiting for the disk writer, at most (one fetch larger than this
+runs alone). A fetch waits for room *before* it starts: memory stays bounded and the disk
+tier complete when the disk writer falls behind (it shares the CPU with everything else).
+Room is handed out as the writer makes it, fetch by fetch, first come first served. A
+bound on pending writes alone, with every waiter let go at once, sent the requests in waves
+that each waited a round trip with nothing in flight: a 40 ms stream ran at ~0.8x of the
+0 ms one; now ~0.9x (``scripts/bench mount --only sequential``, rows 1-2)."""
+MAX_PARALLEL_FETCHES = 12
+"""Ranged requests in flight at once, all files together (read-ahead and demand): a full
+read-ahead window's worth (``MAX_WINDOW`` / ``REQUEST_SIZE``)."""
 WRITE_BATCH = 16
 """Chunks written to disk per worker-thread call and index transaction."""
 
 Fetch = Callable[[RemoteEntry, int, int], Awaitable[bytes]]
 FileKey = tuple[str, str, str]
 ChunkKey = tuple[str, str, str, int]
+
+
+@dataclass
+class _Ticket:
+    size: int
+    admitted: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass
@@ -100,7 +109,8 @@ class BlockCache:
         self._pending: dict[ChunkKey, Extents] = {}
         self._pending_sizes: dict[ChunkKey, int] = {}  # bytes of each chunk when queued
         self._pending_bytes = 0
-        self._pending_drained = trio.Event()
+        self._in_flight_bytes = 0  # fetches let in and not yet stored
+        self._waiting: deque[_Ticket] = deque()  # fetches waiting for room, first come first
         self._wake_writer = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -183,8 +193,18 @@ class BlockCache:
 
     # --- reading ------------------------------------------------------------------------
 
-    async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
-        """Exactly ``min(size, entry.size - offset)`` bytes of ``entry`` from ``offset``."""
+    async def read(
+        self, entry: RemoteEntry, offset: int, size: int, *, streaming: bool = False
+    ) -> bytes:
+        """Exactly ``min(size, entry.size - offset)`` bytes of ``entry`` from ``offset``.
+
+        ``streaming``: the reader reads on sequentially (its read-ahead is running). The
+        chunks it has now read to their end go to the eviction end of the memory tier: the
+        kernel's page cache holds their bytes (``keep_cache``), the disk tier soon, and the
+        window ahead needs the room. Kept as most recently used instead, they outranked the
+        window's chunks, which arrived before them: with a 64 MiB window in an 80 MiB tier,
+        chunks were evicted before they were read, and a cold 1 GiB read fell to ~300 MB/s
+        reading them back from disk."""
         end = min(offset + size, entry.size)
         if offset >= end:
             return b""
@@ -196,9 +216,18 @@ class BlockCache:
                     raise ProtocolError(
                         f"{entry.name}: assembled {len(data)} of {end - offset} bytes"
                     )
+                if streaming:
+                    self._consumed(entry, offset, end)
                 return data
             await self._obtain(entry, gaps)
         raise ProtocolError(f"{entry.name}: bytes at {offset} never arrived")
+
+    def _consumed(self, entry: RemoteEntry, start: int, end: int) -> None:
+        """Move the chunks that ``[start, end)`` reads to their end to the eviction end."""
+        for key, base, _, hi in self._spans(entry, start, end):
+            read_to_its_end = hi == CHUNK_SIZE or base + hi == entry.size
+            if read_to_its_end and key in self._memory:
+                self._memory.move_to_end(key, last=False)
 
     async def _lookup(
         self, entry: RemoteEntry, start: int, end: int, *, assemble: bool = True
@@ -259,17 +288,46 @@ class BlockCache:
         flight.done.set()
 
     async def _fetch_range(self, entry: RemoteEntry, start: int, end: int) -> None:
-        while self._pending_bytes > PENDING_WRITE_BYTES:  # the disk is behind: wait before
-            if self._pending_drained.is_set():  # fetching more (one event for every waiter)
-                self._pending_drained = trio.Event()
-            await self._pending_drained.wait()
-        async with self.limiter:
-            data = await self.fetch(entry, start, end - start)
-        if len(data) != end - start:
-            raise ProtocolError(
-                f"{entry.name}: got {len(data)} bytes at {start}, not {end - start}"
-            )
-        await self._store(entry, start, data)
+        size = end - start
+        await self._admit(size)
+        try:
+            async with self.limiter:
+                data = await self.fetch(entry, start, size)
+            if len(data) != size:
+                raise ProtocolError(f"{entry.name}: got {len(data)} bytes at {start}, not {size}")
+            await self._store(entry, start, data)
+        finally:
+            self._in_flight_bytes -= size
+            self._made_room()
+
+    def _fits(self, size: int) -> bool:
+        unwritten = self._in_flight_bytes + self._pending_bytes
+        return unwritten == 0 or unwritten + size <= UNWRITTEN_BYTES
+
+    async def _admit(self, size: int) -> None:
+        """Wait until ``size`` more unwritten bytes fit, behind the fetches already waiting
+        (first come, first served: a stream's nearest bytes were asked for first)."""
+        if not self._waiting and self._fits(size):
+            self._in_flight_bytes += size
+            return
+        ticket = _Ticket(size)
+        self._waiting.append(ticket)
+        try:
+            await ticket.admitted.wait()
+        except BaseException:  # cancelled: give back the room, or the place in the queue
+            if ticket.admitted.is_set():
+                self._in_flight_bytes -= size
+            else:
+                self._waiting.remove(ticket)
+            self._made_room()
+            raise
+
+    def _made_room(self) -> None:
+        """Let in the waiting fetches that now fit, in the order they came."""
+        while self._waiting and self._fits(self._waiting[0].size):
+            ticket = self._waiting.popleft()
+            self._in_flight_bytes += ticket.size
+            ticket.admitted.set()
 
     async def _store(self, entry: RemoteEntry, start: int, data: bytes) -> None:
         view = memoryview(data)
@@ -361,9 +419,7 @@ class BlockCache:
                         self._pending_bytes -= self._pending_sizes.pop(key)
                     elif key in self._pending:  # grew meanwhile: write it again, after the others
                         self._pending[key] = self._pending.pop(key)
-                if self._pending_bytes <= PENDING_WRITE_BYTES:
-                    self._pending_drained.set()
-            self._pending_drained.set()
+                self._made_room()
 
 
 def _merge(gaps: list[tuple[int, int]]) -> list[tuple[int, int]]:

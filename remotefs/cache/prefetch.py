@@ -36,9 +36,10 @@ INITIAL_WINDOW = 1 << 20
 """The smallest read-ahead, from the second read of a streak (for BGZF, once the streak has
 passed ``seek_bytes``). A random reader pays for it only when two of its reads land within
 ``TOLERANCE`` of each other."""
-MAX_WINDOW = 24 << 20
-"""Bytes ahead of the reader at most: at 40 ms per request this allows ~600 MB/s, twice what
-the mount streams on the 2-core bench machine, and it bounds the memory a stream holds."""
+MAX_WINDOW = 48 << 20
+"""Bytes ahead of the reader at most. At 40 ms per request a stream needs ~25 MiB in flight
+to keep up with its 0 ms speed on the 2-core bench machine; with 24 MiB it ran at ~0.8x of
+it, with 48 MiB ~0.9x. It bounds the memory a stream holds (``blockcache.MEMORY_BYTES``)."""
 REQUEST_SIZE = 4 << 20
 """Bytes per read-ahead request at most: few round trips, a body small enough to buffer."""
 TOLERANCE = 2 << 20

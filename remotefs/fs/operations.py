@@ -225,9 +225,10 @@ class Operations(pyfuse3.Operations):
     @fuse_handler
     async def read(self, fh: int, off: int, size: int) -> bytes:
         handle = self._handles[fh]
-        for start, end in handle.readahead.plan(off, size, handle.entry.size):
+        readahead = handle.readahead
+        for start, end in readahead.plan(off, size, handle.entry.size):
             self.cache.prefetch(handle.entry, start, end)
-        return await self.cache.read(handle.entry, off, size)
+        return await self.cache.read(handle.entry, off, size, streaming=readahead.window > 0)
 
     async def release(self, fh: int) -> None:
         self._handles.pop(fh, None)

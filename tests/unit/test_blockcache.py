@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from remotefs.cache import blockcache
 from remotefs.cache.blockcache import BlockCache
 from remotefs.cache.extents import CHUNK_SIZE
 from remotefs.cache.prefetch import MAX_WINDOW, REQUEST_SIZE, ReadAhead
@@ -46,8 +48,12 @@ def platform() -> FakePlatform:
     return FakePlatform()
 
 
-async def _open(tmp_path: Path, platform: FakePlatform, nursery: trio.Nursery) -> BlockCache:
-    cache = BlockCache(tmp_path / "blocks", size_limit=1 << 30, fetch=platform.fetch, namespace="t")
+async def _open(
+    tmp_path: Path, platform: FakePlatform, nursery: trio.Nursery, **options: int
+) -> BlockCache:
+    cache = BlockCache(
+        tmp_path / "blocks", size_limit=1 << 30, fetch=platform.fetch, namespace="t", **options
+    )
     await nursery.start(cache.run)
     return cache
 
@@ -119,14 +125,7 @@ async def test_memory_tier_stays_within_its_bound_while_reading_ahead(
     writer, or are on disk)."""
     bound = 2 * CHUNK_SIZE
     async with trio.open_nursery() as nursery:
-        cache = BlockCache(
-            tmp_path / "blocks",
-            size_limit=1 << 30,
-            fetch=platform.fetch,
-            namespace="t",
-            memory_bytes=bound,
-        )
-        await nursery.start(cache.run)
+        cache = await _open(tmp_path, platform, nursery, memory_bytes=bound)
         cache.prefetch(ENTRY, 0, SIZE)
         assert await cache.read(ENTRY, SIZE - 1, 1) == CONTENT.read(SIZE - 1, 1)
         await trio.testing.wait_all_tasks_blocked()
@@ -136,6 +135,104 @@ async def test_memory_tier_stays_within_its_bound_while_reading_ahead(
         nursery.cancel_scope.cancel()
     cache.close()
     assert platform.fetched == SIZE
+
+
+def _writer_held(cache: BlockCache) -> tuple[threading.Event, list[int]]:
+    """Hold the disk writer until the returned event is set; the chunks written, in order."""
+    gate, written = threading.Event(), []
+    put_many = cache.disk.put_many
+
+    def held_put_many(items: list) -> None:
+        gate.wait(10)
+        put_many(items)
+        written.extend(key[3] for key, _ in items)
+
+    cache.disk.put_many = held_put_many  # type: ignore[method-assign]
+    return gate, written
+
+
+async def test_bytes_not_yet_on_disk_stay_within_their_bound(
+    tmp_path: Path, platform: FakePlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the disk writer is behind, a fetch starts only when its bytes fit under
+    ``UNWRITTEN_BYTES`` with those fetched and not yet written; the others start as the writer
+    makes room, and every byte still arrives exactly, once."""
+    monkeypatch.setattr(blockcache, "UNWRITTEN_BYTES", 2 * CHUNK_SIZE)
+    monkeypatch.setattr(blockcache, "WRITE_BATCH", 1)
+    unwritten_at_start: list[int] = []
+    async with trio.open_nursery() as nursery:
+        cache = await _open(tmp_path, platform, nursery)
+        gate, written = _writer_held(cache)
+        fetch = cache.fetch
+
+        async def counted_fetch(entry: RemoteEntry, offset: int, size: int) -> bytes:
+            unwritten_at_start.append(len(platform.calls) + 1 - len(written))
+            return await fetch(entry, offset, size)
+
+        cache.fetch = counted_fetch
+        for chunk in range(5):
+            cache.prefetch(ENTRY, chunk * CHUNK_SIZE, (chunk + 1) * CHUNK_SIZE)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(platform.calls) == 2  # the bound is full: the other three wait
+        gate.set()
+        with trio.fail_after(10):
+            assert await cache.read(ENTRY, 0, SIZE) == CONTENT.read(0, SIZE)
+        nursery.cancel_scope.cancel()
+    cache.close()
+    assert max(unwritten_at_start) <= 2
+    assert sorted(offset for offset, _ in platform.calls) == [
+        k * CHUNK_SIZE for k in range(SIZE // CHUNK_SIZE + 1)
+    ]
+
+
+async def test_a_read_cancelled_while_waiting_for_room_gives_its_place_back(
+    tmp_path: Path, platform: FakePlatform, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(blockcache, "UNWRITTEN_BYTES", CHUNK_SIZE)
+    async with trio.open_nursery() as nursery:
+        cache = await _open(tmp_path, platform, nursery)
+        gate, _ = _writer_held(cache)
+        assert await cache.read(ENTRY, 0, 10) == CONTENT.read(0, 10)  # fills the bound
+        waiting = trio.CancelScope()
+
+        async def read_waiting_for_room() -> None:
+            with waiting:
+                await cache.read(ENTRY, 3 * CHUNK_SIZE, CHUNK_SIZE)
+
+        nursery.start_soon(read_waiting_for_room)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(platform.calls) == 1  # it waits for room
+        waiting.cancel()
+        await trio.testing.wait_all_tasks_blocked()
+        gate.set()
+        with trio.fail_after(10):
+            got = await cache.read(ENTRY, 4 * CHUNK_SIZE, 100)
+        assert got == CONTENT.read(4 * CHUNK_SIZE, 100)
+        nursery.cancel_scope.cancel()
+    cache.close()
+    assert platform.calls == [(0, 10), (4 * CHUNK_SIZE, 100)]
+
+
+async def test_a_stream_reads_its_window_from_memory(
+    tmp_path: Path, platform: FakePlatform
+) -> None:
+    """A streaming reader's consumed chunks go first: the window's chunks, which arrived
+    before the reader got to them, stay in a memory tier smaller than twice the window. (Kept
+    as most recently used instead, consumed chunks evicted each next chunk before its read.)
+    The disk tier is taken away, so a chunk evicted too early could only be fetched again."""
+    async with trio.open_nursery() as nursery:
+        cache = await _open(tmp_path, platform, nursery, memory_bytes=3 * CHUNK_SIZE)
+        cache._queue_write = lambda key, extents: None  # type: ignore[method-assign]
+        for chunk in range(SIZE // CHUNK_SIZE + 1):
+            for ahead in (chunk + 1, chunk + 2):  # a window of two chunks
+                cache.prefetch(ENTRY, ahead * CHUNK_SIZE, (ahead + 1) * CHUNK_SIZE)
+            await trio.testing.wait_all_tasks_blocked()  # the window has arrived
+            offset = chunk * CHUNK_SIZE
+            got = await cache.read(ENTRY, offset, CHUNK_SIZE, streaming=True)
+            assert got == CONTENT.read(offset, CHUNK_SIZE)
+        nursery.cancel_scope.cancel()
+    cache.close()
+    assert platform.fetched == SIZE  # every byte once: nothing evicted before it was read
 
 
 def test_readahead_plan_tolerates_reordering_and_resets_on_seek() -> None:
