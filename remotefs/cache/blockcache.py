@@ -55,7 +55,7 @@ MEMORY_BYTES = 56 << 20
 """The memory tier. It holds a stream's read-ahead window (``prefetch.MAX_WINDOW``, 48 MiB:
 the bytes a streaming reader has consumed go first, see :meth:`BlockCache.read`) and the
 hot head/tail chunks that htslib and HDF5 re-read on every open. With ``UNWRITTEN_BYTES``
-it bounds the mount's RSS (target 250 MB; a cold 1 GiB stream peaks at ~185 MB)."""
+it bounds the mount's RSS (target 250 MB; a cold 1 GiB stream peaks at ~190 MB)."""
 UNWRITTEN_BYTES = 64 << 20
 """Bytes being fetched or waiting for the disk writer, at most (one fetch larger than this
 runs alone). A fetch waits for room *before* it starts: memory stays bounded and the disk
