@@ -24,7 +24,10 @@
   reads never wait for the disk. The bytes not yet on disk (being fetched, or waiting for
   the writer) are bounded: a fetch starts only when its bytes fit, and fetches are let in
   one by one as the writer makes room, so the network never stops while the disk catches
-  up.
+  up; a reader's own fetches go before read-ahead. (A fetch reserves its own bytes; storing
+  them into a chunk reloaded from disk queues the whole chunk, so the bound may be passed
+  by up to a chunk per fetch in flight.) A disk that fails (full, gone) only costs the
+  disk tier: the failure is logged and reading goes on.
 - **Integrity**: the disk tier keeps a checksum (CRC-32C) per 64 KiB piece; a damaged chunk
   is dropped and its bytes fetched again, never served.
 - **Exactness**: a read returns exactly ``min(size, entry.size - offset)`` bytes or raises.
@@ -35,6 +38,7 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +54,9 @@ from remotefs.http import gather_limited
 from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
+
+_DISK_ERRORS = (OSError, sqlite3.Error)
+"""What the disk tier raises when its file or index cannot be written or read."""
 
 MEMORY_BYTES = 56 << 20
 """The memory tier. It holds a stream's read-ahead window (``prefetch.MAX_WINDOW``, 48 MiB:
@@ -110,7 +117,8 @@ class BlockCache:
         self._pending_sizes: dict[ChunkKey, int] = {}  # bytes of each chunk when queued
         self._pending_bytes = 0
         self._in_flight_bytes = 0  # fetches let in and not yet stored
-        self._waiting: deque[_Ticket] = deque()  # fetches waiting for room, first come first
+        self._waiting: deque[_Ticket] = deque()  # read-ahead waiting for room, in order
+        self._urgent: deque[_Ticket] = deque()  # readers' own fetches waiting: served first
         self._wake_writer = trio.Event()
         self._nursery: trio.Nursery | None = None
 
@@ -127,10 +135,11 @@ class BlockCache:
     def close(self) -> None:
         try:  # best effort: flush what is left
             self.disk.put_many(list(self._pending.items()))
-        except OSError as exc:
+        except _DISK_ERRORS as exc:
             log.warning("cannot write the disk cache: %s", exc)
         self._pending.clear()
         self._pending_sizes.clear()
+        self._pending_bytes = 0
         self.disk.close()
 
     @property
@@ -164,7 +173,7 @@ class BlockCache:
             return self.disk.get(key, lo, hi)
         except DamagedChunk:
             log.warning("cache chunk %s/%s failed its checksum; fetching it again", key[1], key[3])
-        except OSError as exc:
+        except _DISK_ERRORS as exc:
             log.warning("cannot read the disk cache: %s", exc)
         return None
 
@@ -262,7 +271,7 @@ class BlockCache:
         todo = self._not_in_flight(entry, gaps)
         mine = [self._register(entry, a, b) for a, b in todo]  # before any await
         try:
-            fetches = [partial(self._fetch_range, entry, f.start, f.end) for f in mine]
+            fetches = [partial(self._fetch_range, entry, f.start, f.end, True) for f in mine]
             if len(fetches) == 1:  # the common case: no nursery on the read path
                 await fetches[0]()
             elif fetches:
@@ -287,9 +296,12 @@ class BlockCache:
             self._flights.pop(key, None)
         flight.done.set()
 
-    async def _fetch_range(self, entry: RemoteEntry, start: int, end: int) -> None:
+    async def _fetch_range(
+        self, entry: RemoteEntry, start: int, end: int, urgent: bool = False
+    ) -> None:
+        """Fetch and store ``[start, end)``; ``urgent``: a reader waits for it (not read-ahead)."""
         size = end - start
-        await self._admit(size)
+        await self._admit(size, urgent)
         try:
             async with self.limiter:
                 data = await self.fetch(entry, start, size)
@@ -304,30 +316,36 @@ class BlockCache:
         unwritten = self._in_flight_bytes + self._pending_bytes
         return unwritten == 0 or unwritten + size <= UNWRITTEN_BYTES
 
-    async def _admit(self, size: int) -> None:
-        """Wait until ``size`` more unwritten bytes fit, behind the fetches already waiting
-        (first come, first served: a stream's nearest bytes were asked for first)."""
-        if not self._waiting and self._fits(size):
+    async def _admit(self, size: int, urgent: bool) -> None:
+        """Wait until ``size`` more unwritten bytes fit, behind the fetches already waiting:
+        readers' own fetches first, then read-ahead, each first come, first served (a
+        stream's nearest bytes were asked for first). A reader's 4 KiB never waits behind a
+        queue of another file's read-ahead."""
+        queue = self._urgent if urgent else self._waiting
+        if not self._urgent and not queue and self._fits(size):
             self._in_flight_bytes += size
             return
         ticket = _Ticket(size)
-        self._waiting.append(ticket)
+        queue.append(ticket)
         try:
             await ticket.admitted.wait()
         except BaseException:  # cancelled: give back the room, or the place in the queue
             if ticket.admitted.is_set():
                 self._in_flight_bytes -= size
             else:
-                self._waiting.remove(ticket)
+                queue.remove(ticket)
             self._made_room()
             raise
 
     def _made_room(self) -> None:
-        """Let in the waiting fetches that now fit, in the order they came."""
-        while self._waiting and self._fits(self._waiting[0].size):
-            ticket = self._waiting.popleft()
-            self._in_flight_bytes += ticket.size
-            ticket.admitted.set()
+        """Let in the waiting fetches that now fit, in order (readers' own first)."""
+        for queue in (self._urgent, self._waiting):
+            while queue and self._fits(queue[0].size):
+                ticket = queue.popleft()
+                self._in_flight_bytes += ticket.size
+                ticket.admitted.set()
+            if queue:
+                return  # its head does not fit yet: nothing behind it goes first
 
     async def _store(self, entry: RemoteEntry, start: int, data: bytes) -> None:
         view = memoryview(data)
@@ -411,7 +429,7 @@ class BlockCache:
                     await trio.to_thread.run_sync(
                         self.disk.put_many, [(key, snap) for key, _, snap in batch]
                     )
-                except OSError as exc:
+                except _DISK_ERRORS as exc:
                     log.warning("cannot write the disk cache: %s", exc)
                 for key, extents, snapshot in batch:
                     if self._pending.get(key) is extents and extents.nbytes == snapshot.nbytes:

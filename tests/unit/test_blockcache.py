@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 import tempfile
 import threading
 from collections.abc import AsyncIterator
@@ -185,31 +186,42 @@ async def test_bytes_not_yet_on_disk_stay_within_their_bound(
     ]
 
 
-async def test_a_read_cancelled_while_waiting_for_room_gives_its_place_back(
+@pytest.fixture
+async def held(
     tmp_path: Path, platform: FakePlatform, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> AsyncIterator[tuple[BlockCache, threading.Event]]:
+    """A cache that lets one chunk's worth of bytes wait for the disk, and its disk writer,
+    held until the event is set."""
     monkeypatch.setattr(blockcache, "UNWRITTEN_BYTES", CHUNK_SIZE)
     async with trio.open_nursery() as nursery:
         cache = await _open(tmp_path, platform, nursery)
         gate, _ = _writer_held(cache)
-        assert await cache.read(ENTRY, 0, 10) == CONTENT.read(0, 10)  # fills the bound
-        waiting = trio.CancelScope()
+        yield cache, gate
+        gate.set()
+        nursery.cancel_scope.cancel()
+    cache.close()
 
-        async def read_waiting_for_room() -> None:
-            with waiting:
-                await cache.read(ENTRY, 3 * CHUNK_SIZE, CHUNK_SIZE)
 
+async def test_a_read_cancelled_while_waiting_for_room_gives_its_place_back(
+    held: tuple[BlockCache, threading.Event], platform: FakePlatform
+) -> None:
+    cache, gate = held
+    assert await cache.read(ENTRY, 0, 10) == CONTENT.read(0, 10)  # fills the bound
+    waiting = trio.CancelScope()
+
+    async def read_waiting_for_room() -> None:
+        with waiting:
+            await cache.read(ENTRY, 3 * CHUNK_SIZE, CHUNK_SIZE)
+
+    async with trio.open_nursery() as nursery:
         nursery.start_soon(read_waiting_for_room)
         await trio.testing.wait_all_tasks_blocked()
         assert len(platform.calls) == 1  # it waits for room
         waiting.cancel()
-        await trio.testing.wait_all_tasks_blocked()
-        gate.set()
-        with trio.fail_after(10):
-            got = await cache.read(ENTRY, 4 * CHUNK_SIZE, 100)
-        assert got == CONTENT.read(4 * CHUNK_SIZE, 100)
-        nursery.cancel_scope.cancel()
-    cache.close()
+    gate.set()
+    with trio.fail_after(10):
+        got = await cache.read(ENTRY, 4 * CHUNK_SIZE, 100)
+    assert got == CONTENT.read(4 * CHUNK_SIZE, 100)
     assert platform.calls == [(0, 10), (4 * CHUNK_SIZE, 100)]
 
 
@@ -233,6 +245,54 @@ async def test_a_stream_reads_its_window_from_memory(
         nursery.cancel_scope.cancel()
     cache.close()
     assert platform.fetched == SIZE  # every byte once: nothing evicted before it was read
+
+
+async def test_a_readers_fetch_goes_before_queued_read_ahead(
+    held: tuple[BlockCache, threading.Event], platform: FakePlatform
+) -> None:
+    cache, gate = held
+    for chunk in range(3):
+        cache.prefetch(ENTRY, chunk * CHUNK_SIZE, (chunk + 1) * CHUNK_SIZE)
+    await trio.testing.wait_all_tasks_blocked()  # one fetched; two wait for room
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await cache.read(ENTRY, 4 * CHUNK_SIZE, 4096))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as readers:
+            readers.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()  # it waits for room too
+            gate.set()
+    assert got == [CONTENT.read(4 * CHUNK_SIZE, 4096)]
+    first, second = (offset // CHUNK_SIZE for offset, _ in platform.calls[:2])
+    assert first in (0, 1, 2) and second == 4  # trio starts the read-ahead in any order
+    with trio.fail_after(10):
+        assert await cache.read(ENTRY, 0, SIZE) == CONTENT.read(0, SIZE)
+
+
+async def test_a_failing_disk_costs_only_the_disk_tier(
+    tmp_path: Path, platform: FakePlatform, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The index refusing a write (disk full) is logged; the writer goes on, reads go on."""
+    async with trio.open_nursery() as nursery:
+        cache = await _open(tmp_path, platform, nursery)
+        put_many, failures = cache.disk.put_many, [sqlite3.OperationalError("disk is full")]
+
+        def put_many_failing_once(items: list) -> None:
+            if failures:
+                raise failures.pop()
+            put_many(items)
+
+        cache.disk.put_many = put_many_failing_once  # type: ignore[method-assign]
+        for offset in (0, 2 * CHUNK_SIZE, 4 * CHUNK_SIZE):
+            with trio.fail_after(10):
+                assert await cache.read(ENTRY, offset, 100) == CONTENT.read(offset, 100)
+            await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    cache.close()
+    assert not failures
+    assert "cannot write the disk cache: disk is full" in caplog.text
 
 
 def test_readahead_plan_tolerates_reordering_and_resets_on_seek() -> None:
