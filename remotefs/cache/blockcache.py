@@ -67,10 +67,11 @@ UNWRITTEN_BYTES = 64 << 20
 """Bytes being fetched or waiting for the disk writer, at most (one fetch larger than this
 runs alone). A fetch waits for room *before* it starts: memory stays bounded and the disk
 tier complete when the disk writer falls behind (it shares the CPU with everything else).
-Room is handed out as the writer makes it, fetch by fetch, first come first served. A
-bound on pending writes alone, with every waiter let go at once, sent the requests in waves
-that each waited a round trip with nothing in flight: a 40 ms stream ran at ~0.8x of the
-0 ms one; now ~0.9x (``scripts/bench mount --only sequential``, rows 1-2)."""
+Room is handed out as the writer makes it, fetch by fetch: readers' own fetches first,
+then read-ahead, each first come first served. A bound on pending writes alone, with every
+waiter let go at once, sent the requests in waves that each waited a round trip with
+nothing in flight: a 40 ms stream ran at ~0.8x of the 0 ms one; now ~0.9x
+(``scripts/bench mount --only sequential``, rows 1-2)."""
 MAX_PARALLEL_FETCHES = 12
 """Ranged requests in flight at once, all files together (read-ahead and demand): a full
 read-ahead window's worth (``MAX_WINDOW`` / ``REQUEST_SIZE``)."""
@@ -210,10 +211,9 @@ class BlockCache:
         ``streaming``: the reader reads on sequentially (its read-ahead is running). The
         chunks it has now read to their end go to the eviction end of the memory tier: the
         kernel's page cache holds their bytes (``keep_cache``), the disk tier soon, and the
-        window ahead needs the room. Kept as most recently used instead, they outranked the
-        window's chunks, which arrived before them: with a 64 MiB window in an 80 MiB tier,
-        chunks were evicted before they were read, and a cold 1 GiB read fell to ~300 MB/s
-        reading them back from disk."""
+        window ahead needs the room. Kept as most recently used, they would outrank the
+        window's chunks (which arrived before them), and those would be evicted before
+        being read, then read back from disk."""
         end = min(offset + size, entry.size)
         if offset >= end:
             return b""
@@ -271,7 +271,7 @@ class BlockCache:
         todo = self._not_in_flight(entry, gaps)
         mine = [self._register(entry, a, b) for a, b in todo]  # before any await
         try:
-            fetches = [partial(self._fetch_range, entry, f.start, f.end, True) for f in mine]
+            fetches = [partial(self._fetch_range, entry, f.start, f.end, urgent=True) for f in mine]
             if len(fetches) == 1:  # the common case: no nursery on the read path
                 await fetches[0]()
             elif fetches:

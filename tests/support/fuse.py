@@ -64,8 +64,16 @@ class Mount:
 
 def is_mounted(path: Path) -> bool:
     """Whether anything is mounted at ``path``, alive or dead (``os.path.ismount`` cannot stat
-    a dead FUSE mount)."""
-    return mount_device(path) is not None
+    a dead FUSE mount), from /proc/self/mountinfo (mount points there escape bytes as octal)."""
+    wanted = str(path.absolute())
+    try:
+        with open("/proc/self/mountinfo") as f:
+            return any(
+                re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), line.split()[4]) == wanted
+                for line in f
+            )
+    except OSError:
+        return False
 
 
 class MountFailed(RuntimeError):
@@ -98,20 +106,3 @@ def start_mount(mountpoint: Path, args: list[str], env: dict[str, str], log: Pat
             mount.cleanup()
         raise MountFailed(f"{answer} (exit {proc.returncode}): {log.read_text()}")
     return mount
-
-
-def mount_device(mountpoint: Path) -> str | None:
-    """``major:minor`` of the newest mount at ``mountpoint`` (alive or dead), from
-    /proc/self/mountinfo; None when nothing is mounted there."""
-    wanted = str(mountpoint.absolute())
-    found = None
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
-                if point == wanted:
-                    found = fields[2]
-    except OSError:
-        return None
-    return found
