@@ -28,6 +28,12 @@
   them into a chunk reloaded from disk queues the whole chunk, so the bound may be passed
   by up to a chunk per fetch in flight.) A disk that fails (full, gone) only costs the
   disk tier: the failure is logged and reading goes on.
+- **Read-ahead ends with its reader**: the read-ahead started for an open handle runs in
+  that handle's :class:`ReadAheadGroup`; releasing the handle cancels what is still queued
+  or in flight (``zcat f.gz | head`` leaves no 48 MiB window to finish; a request cut
+  mid-body costs its connection, which is closed, never pooled). A reader of another handle
+  waiting for one of those fetches retries and fetches for itself. What ``open`` prefetched
+  (a file's tail, its index) belongs to no handle and is never cancelled.
 - **Integrity**: the disk tier keeps a checksum (CRC-32C) per 64 KiB piece; a damaged chunk
   is dropped and its bytes fetched again, never served.
 - **Exactness**: a read returns exactly ``min(size, entry.size - offset)`` bytes or raises.
@@ -37,6 +43,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 from collections import OrderedDict, deque
@@ -87,6 +94,33 @@ ChunkKey = tuple[str, str, str, int]
 class _Ticket:
     size: int
     admitted: trio.Event = field(default_factory=trio.Event)
+
+
+@dataclass(eq=False)
+class ReadAheadGroup:
+    """The read-ahead fetches started for one open handle, cancelled together."""
+
+    _scopes: set[trio.CancelScope] = field(default_factory=set)
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        """Cancel the group's fetches, queued or in flight; later ones never start."""
+        self.cancelled = True
+        for scope in list(self._scopes):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def member(self) -> Iterator[None]:
+        """Run the block (in the calling task) as one of the group's fetches: cancelled with
+        the group, or at once if the group was cancelled before the block began."""
+        with trio.CancelScope() as scope:
+            if self.cancelled:
+                scope.cancel()
+            self._scopes.add(scope)
+            try:
+                yield
+            finally:
+                self._scopes.discard(scope)
 
 
 @dataclass
@@ -358,8 +392,11 @@ class BlockCache:
 
     # --- read-ahead -----------------------------------------------------------------------
 
-    def prefetch(self, entry: RemoteEntry, start: int, end: int) -> None:
-        """Fetch ``[start, end)`` in the background unless held or in flight.
+    def prefetch(
+        self, entry: RemoteEntry, start: int, end: int, group: ReadAheadGroup | None = None
+    ) -> None:
+        """Fetch ``[start, end)`` in the background unless held or in flight; in ``group``
+        if given (cancelled with it), else until done.
 
         The range is registered as in flight at once (no ``await`` before), so demand reads
         arriving meanwhile wait for it instead of fetching the same bytes in small pieces.
@@ -367,9 +404,11 @@ class BlockCache:
         end = min(end, entry.size)
         if self._nursery is None or start >= end or self._held_in_memory(entry, start, end):
             return
+        if group is not None and group.cancelled:
+            return
         for a, b in self._not_in_flight(entry, [(start, end)]):
             flight = self._register(entry, a, b)
-            self._nursery.start_soon(self._prefetch, entry, flight)
+            self._nursery.start_soon(self._prefetch, entry, flight, group)
 
     def _held_in_memory(self, entry: RemoteEntry, start: int, end: int) -> bool:
         for key, _, lo, hi in self._spans(entry, start, end):
@@ -395,17 +434,24 @@ class BlockCache:
                 out.append((pos, end))
         return out
 
-    async def _prefetch(self, entry: RemoteEntry, flight: _Flight) -> None:
-        try:
-            _, gaps = await self._lookup(entry, flight.start, flight.end, assemble=False)
-            for a, b in gaps:
-                await self._fetch_range(entry, a, b)
-        except Exception as exc:
-            log.debug(
-                "read-ahead of %s [%d, %d) failed: %s", entry.name, flight.start, flight.end, exc
-            )
-        finally:
-            self._unregister(entry, flight)
+    async def _prefetch(
+        self, entry: RemoteEntry, flight: _Flight, group: ReadAheadGroup | None
+    ) -> None:
+        with group.member() if group is not None else contextlib.nullcontext():
+            try:
+                _, gaps = await self._lookup(entry, flight.start, flight.end, assemble=False)
+                for a, b in gaps:
+                    await self._fetch_range(entry, a, b)
+            except Exception as exc:
+                log.debug(
+                    "read-ahead of %s [%d, %d) failed: %s",
+                    entry.name,
+                    flight.start,
+                    flight.end,
+                    exc,
+                )
+            finally:
+                self._unregister(entry, flight)
 
     # --- disk writer ------------------------------------------------------------------------
 

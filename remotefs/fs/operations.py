@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from remotefs.cache.blockcache import BlockCache
+from remotefs.cache.blockcache import BlockCache, ReadAheadGroup
 from remotefs.cache.hints import INDEX_BYTES, companion_names, open_ranges, seek_bytes
 from remotefs.cache.prefetch import ReadAhead
 from remotefs.errors import ReadOnly, RemoteError, to_errno
@@ -90,6 +90,7 @@ class _Open:
     inode: int
     entry: RemoteEntry
     readahead: ReadAhead = field(default_factory=ReadAhead)
+    fetching_ahead: ReadAheadGroup = field(default_factory=ReadAheadGroup)
 
 
 class Operations(pyfuse3.Operations):
@@ -227,11 +228,13 @@ class Operations(pyfuse3.Operations):
         handle = self._handles[fh]
         readahead = handle.readahead
         for start, end in readahead.plan(off, size, handle.entry.size):
-            self.cache.prefetch(handle.entry, start, end)
+            self.cache.prefetch(handle.entry, start, end, handle.fetching_ahead)
         return await self.cache.read(handle.entry, off, size, streaming=readahead.window > 0)
 
     async def release(self, fh: int) -> None:
-        self._handles.pop(fh, None)
+        handle = self._handles.pop(fh, None)
+        if handle is not None:  # its read-ahead ends with it (what open prefetched stays)
+            handle.fetching_ahead.cancel()
 
     # --- extended attributes ------------------------------------------------------------------
 

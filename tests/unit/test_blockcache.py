@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from remotefs.cache import blockcache
-from remotefs.cache.blockcache import BlockCache
+from remotefs.cache.blockcache import BlockCache, ReadAheadGroup
 from remotefs.cache.extents import CHUNK_SIZE
 from remotefs.cache.prefetch import MAX_WINDOW, REQUEST_SIZE, ReadAhead
 from remotefs.emulator.content import GeneratedContent
@@ -269,6 +269,50 @@ async def test_a_readers_fetch_goes_before_queued_read_ahead(
     assert first in (0, 1, 2) and second == 4  # trio starts the read-ahead in any order
     with trio.fail_after(10):
         assert await cache.read(ENTRY, 0, SIZE) == CONTENT.read(0, SIZE)
+
+
+async def test_a_cancelled_read_ahead_group_fetches_nothing_more(
+    held: tuple[BlockCache, threading.Event], platform: FakePlatform
+) -> None:
+    """Cancelling a group (its handle was released) drops its queued read-ahead and starts
+    none later; what the reader then needs is fetched once, by the reader."""
+    cache, gate = held
+    group = ReadAheadGroup()
+    for chunk in range(3):
+        cache.prefetch(ENTRY, chunk * CHUNK_SIZE, (chunk + 1) * CHUNK_SIZE, group)
+    await trio.testing.wait_all_tasks_blocked()  # one fetched; two wait for room
+    assert len(platform.calls) == 1
+    group.cancel()
+    cache.prefetch(ENTRY, 3 * CHUNK_SIZE, 4 * CHUNK_SIZE, group)
+    await trio.testing.wait_all_tasks_blocked()
+    assert cache._flights == {}
+    gate.set()
+    with trio.fail_after(10):
+        assert await cache.read(ENTRY, 0, SIZE) == CONTENT.read(0, SIZE)
+    assert platform.fetched == SIZE  # every byte once: the cancelled ones were never fetched
+
+
+async def test_a_reader_waiting_for_cancelled_read_ahead_fetches_for_itself(
+    cache: BlockCache, platform: FakePlatform
+) -> None:
+    platform.gate = trio.Event()
+    group = ReadAheadGroup()
+    cache.prefetch(ENTRY, 0, CHUNK_SIZE, group)
+    got: list[bytes] = []
+
+    async def reader() -> None:
+        got.append(await cache.read(ENTRY, 100, 1000))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as readers:
+            readers.start_soon(reader)
+            await trio.testing.wait_all_tasks_blocked()  # the reader waits for the read-ahead
+            assert platform.calls == [(0, CHUNK_SIZE)]
+            group.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            assert platform.calls == [(0, CHUNK_SIZE), (100, 1000)]  # its own, exact
+            platform.gate.set()
+    assert got == [CONTENT.read(100, 1000)]
 
 
 async def test_a_failing_disk_costs_only_the_disk_tier(
