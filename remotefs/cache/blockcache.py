@@ -28,12 +28,14 @@
   them into a chunk reloaded from disk queues the whole chunk, so the bound may be passed
   by up to a chunk per fetch in flight.) A disk that fails (full, gone) only costs the
   disk tier: the failure is logged and reading goes on.
-- **Read-ahead ends with its reader**: the read-ahead started for an open handle runs in
-  that handle's :class:`ReadAheadGroup`; releasing the handle cancels what is still queued
-  or in flight (``zcat f.gz | head`` leaves no 48 MiB window to finish; a request cut
-  mid-body costs its connection, which is closed, never pooled). A reader of another handle
-  waiting for one of those fetches retries and fetches for itself. What ``open`` prefetched
-  (a file's tail, its index) belongs to no handle and is never cancelled.
+- **Read-ahead ends with its readers**: each open handle asks for read-ahead in its own
+  :class:`ReadAheadGroup`, and a read-ahead fetch remembers every group that asked for it
+  (a second stream of the same file shares the fetches already in flight). Releasing a
+  handle cancels its group, and with it each fetch no other group still wants, queued or in
+  flight (``zcat f.gz | head`` leaves no 48 MiB window to finish; a request cut mid-body
+  costs its connection, which is closed, never pooled). What ``open`` prefetches for every
+  reader (a file's tail, its index) is wanted outside any group and never given up. A
+  reader waiting for a fetch that was given up retries and fetches for itself.
 - **Integrity**: the disk tier keeps a checksum (CRC-32C) per 64 KiB piece; a damaged chunk
   is dropped and its bytes fetched again, never served.
 - **Exactness**: a read returns exactly ``min(size, entry.size - offset)`` bytes or raises.
@@ -43,7 +45,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sqlite3
 from collections import OrderedDict, deque
@@ -98,36 +99,54 @@ class _Ticket:
 
 @dataclass(eq=False)
 class ReadAheadGroup:
-    """The read-ahead fetches started for one open handle, cancelled together."""
+    """The read-ahead one open handle asked for: given up together when the handle goes."""
 
-    _scopes: set[trio.CancelScope] = field(default_factory=set)
     cancelled: bool = False
+    _flights: set[_Flight] = field(default_factory=set)
 
     def cancel(self) -> None:
-        """Cancel the group's fetches, queued or in flight; later ones never start."""
+        """Give up this group's interest in its read-ahead: each fetch that no other group
+        (and nothing outside a group) still wants is cancelled, queued or in flight; the
+        group asks for nothing more."""
         self.cancelled = True
-        for scope in list(self._scopes):
-            scope.cancel()
-
-    @contextlib.contextmanager
-    def member(self) -> Iterator[None]:
-        """Run the block (in the calling task) as one of the group's fetches: cancelled with
-        the group, or at once if the group was cancelled before the block began."""
-        with trio.CancelScope() as scope:
-            if self.cancelled:
-                scope.cancel()
-            self._scopes.add(scope)
-            try:
-                yield
-            finally:
-                self._scopes.discard(scope)
+        flights, self._flights = self._flights, set()
+        for flight in flights:
+            flight.unwanted_by(self)
 
 
-@dataclass
+@dataclass(eq=False)
 class _Flight:
+    """A byte range being fetched; readers needing it wait for ``done``.
+
+    A read-ahead flight (``scope`` set) runs while something wants it: a group that has not
+    been cancelled, or anything outside a group (``kept``: what ``open`` prefetches, for
+    every reader). A reader's own fetch has no scope: it is never given up."""
+
     start: int
     end: int
     done: trio.Event = field(default_factory=trio.Event)
+    scope: trio.CancelScope | None = None
+    kept: bool = False
+    wanted_by: set[ReadAheadGroup] = field(default_factory=set)
+
+    def want(self, group: ReadAheadGroup | None) -> None:
+        if group is None:
+            self.kept = True
+        else:
+            self.wanted_by.add(group)
+            group._flights.add(self)
+
+    def unwanted_by(self, group: ReadAheadGroup) -> None:
+        self.wanted_by.discard(group)
+        if not self.kept and not self.wanted_by and self.scope is not None:
+            self.scope.cancel()
+
+    def landed(self) -> None:
+        """Done (fetched, failed or cancelled): the groups forget it."""
+        for group in self.wanted_by:
+            group._flights.discard(self)
+        self.wanted_by.clear()
+        self.done.set()
 
 
 class BlockCache:
@@ -328,7 +347,7 @@ class BlockCache:
             flights.remove(flight)
         if not flights:
             self._flights.pop(key, None)
-        flight.done.set()
+        flight.landed()
 
     async def _fetch_range(
         self, entry: RemoteEntry, start: int, end: int, urgent: bool = False
@@ -395,20 +414,27 @@ class BlockCache:
     def prefetch(
         self, entry: RemoteEntry, start: int, end: int, group: ReadAheadGroup | None = None
     ) -> None:
-        """Fetch ``[start, end)`` in the background unless held or in flight; in ``group``
-        if given (cancelled with it), else until done.
+        """Fetch ``[start, end)`` in the background unless held; for ``group`` if given
+        (given up when the group is cancelled and nothing else wants it), else for good.
 
         The range is registered as in flight at once (no ``await`` before), so demand reads
         arriving meanwhile wait for it instead of fetching the same bytes in small pieces.
+        Read-ahead already in flight for part of it is shared: its wanters now include
+        ``group``, so it runs on if the group that started it is cancelled.
         """
         end = min(end, entry.size)
         if self._nursery is None or start >= end or self._held_in_memory(entry, start, end):
             return
         if group is not None and group.cancelled:
             return
+        for flight in self._flights.get(self._file_key(entry), []):
+            if flight.scope is not None and flight.start < end and start < flight.end:
+                flight.want(group)
         for a, b in self._not_in_flight(entry, [(start, end)]):
             flight = self._register(entry, a, b)
-            self._nursery.start_soon(self._prefetch, entry, flight, group)
+            flight.scope = trio.CancelScope()
+            flight.want(group)
+            self._nursery.start_soon(self._prefetch, entry, flight)
 
     def _held_in_memory(self, entry: RemoteEntry, start: int, end: int) -> bool:
         for key, _, lo, hi in self._spans(entry, start, end):
@@ -434,10 +460,9 @@ class BlockCache:
                 out.append((pos, end))
         return out
 
-    async def _prefetch(
-        self, entry: RemoteEntry, flight: _Flight, group: ReadAheadGroup | None
-    ) -> None:
-        with group.member() if group is not None else contextlib.nullcontext():
+    async def _prefetch(self, entry: RemoteEntry, flight: _Flight) -> None:
+        assert flight.scope is not None
+        with flight.scope:  # may be cancelled already: then it stops at its first checkpoint
             try:
                 _, gaps = await self._lookup(entry, flight.start, flight.end, assemble=False)
                 for a, b in gaps:

@@ -30,12 +30,17 @@ ENTRY = RemoteEntry("f1", "f1.bin", False, size=SIZE, version="v1")
 class FakePlatform:
     def __init__(self) -> None:
         self.calls: list[tuple[int, int]] = []
+        self.cancelled: list[tuple[int, int]] = []
         self.gate: trio.Event | None = None
 
     async def fetch(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
         self.calls.append((offset, size))
         if self.gate is not None:
-            await self.gate.wait()
+            try:
+                await self.gate.wait()
+            except trio.Cancelled:
+                self.cancelled.append((offset, size))
+                raise
         await trio.sleep(0)
         return GeneratedContent(entry.size, seed=9).read(offset, size)
 
@@ -286,6 +291,7 @@ async def test_a_cancelled_read_ahead_group_fetches_nothing_more(
     cache.prefetch(ENTRY, 3 * CHUNK_SIZE, 4 * CHUNK_SIZE, group)
     await trio.testing.wait_all_tasks_blocked()
     assert cache._flights == {}
+    assert not cache._waiting and cache._in_flight_bytes == 0  # their room given back
     gate.set()
     with trio.fail_after(10):
         assert await cache.read(ENTRY, 0, SIZE) == CONTENT.read(0, SIZE)
@@ -313,6 +319,55 @@ async def test_a_reader_waiting_for_cancelled_read_ahead_fetches_for_itself(
             assert platform.calls == [(0, CHUNK_SIZE), (100, 1000)]  # its own, exact
             platform.gate.set()
     assert got == [CONTENT.read(100, 1000)]
+
+
+async def test_a_fetch_cancelled_as_it_is_let_in_gives_the_room_back(
+    held: tuple[BlockCache, threading.Event],
+) -> None:
+    """A group cancelled while its fetch waits for room, and room made for that fetch
+    before it runs again (the writer finished in the same tick): the fetch never starts,
+    and the room it was given goes back."""
+    cache, _ = held
+    cache._in_flight_bytes = blockcache.UNWRITTEN_BYTES  # full
+    waiting = trio.CancelScope()
+
+    async def fetch_waiting_for_room() -> None:
+        with waiting:
+            await cache._admit(CHUNK_SIZE, urgent=False)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch_waiting_for_room)
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(cache._waiting) == 1
+        waiting.cancel()  # it will resume with Cancelled ...
+        cache._in_flight_bytes = 0
+        cache._made_room()  # ... but is let in first
+        assert cache._in_flight_bytes == CHUNK_SIZE
+    assert cache._in_flight_bytes == 0 and not cache._waiting
+
+
+async def test_read_ahead_runs_while_any_group_or_open_still_wants_it(
+    cache: BlockCache, platform: FakePlatform
+) -> None:
+    """Two streams of one file share the fetches in flight, and ``open``'s prefetch (no
+    group) shares them too: a fetch is given up only when nothing wants it any more."""
+    platform.gate = trio.Event()
+    first, second = ReadAheadGroup(), ReadAheadGroup()
+    cache.prefetch(ENTRY, 0, 2 * CHUNK_SIZE, first)
+    cache.prefetch(ENTRY, CHUNK_SIZE, 3 * CHUNK_SIZE, second)  # shares [1, 2) MiB
+    cache.prefetch(ENTRY, 0, 1000)  # as open does: wanted for good
+    await trio.testing.wait_all_tasks_blocked()
+    assert sorted(platform.calls) == [(0, 2 * CHUNK_SIZE), (2 * CHUNK_SIZE, CHUNK_SIZE)]
+    first.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    assert platform.cancelled == []  # the second stream and open still want [0, 2) MiB
+    second.cancel()
+    await trio.testing.wait_all_tasks_blocked()
+    assert platform.cancelled == [(2 * CHUNK_SIZE, CHUNK_SIZE)]  # wanted by nothing now
+    platform.gate.set()
+    with trio.fail_after(10):
+        assert await cache.read(ENTRY, 0, 2 * CHUNK_SIZE) == CONTENT.read(0, 2 * CHUNK_SIZE)
+    assert len(platform.calls) == 2  # [0, 2) MiB came from the shared fetch
 
 
 async def test_a_failing_disk_costs_only_the_disk_tier(
@@ -445,19 +500,26 @@ def test_any_reads_in_any_order_are_exact(reads: list[tuple[int, int]], ahead: b
     trio.run(run)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.integers(0, SIZE), st.integers(1, 2 * CHUNK_SIZE), st.booleans()),
+        st.tuples(
+            st.integers(0, SIZE),
+            st.integers(1, 2 * CHUNK_SIZE),
+            st.integers(0, 2),
+            st.booleans(),
+        ),
         min_size=1,
         max_size=8,
     ),
 )
 def test_reads_stay_exact_while_read_ahead_is_cancelled(
-    steps: list[tuple[int, int, bool]],
+    steps: list[tuple[int, int, int, bool]],
 ) -> None:
-    """Readers run concurrently with read-ahead whose groups are cancelled at any point
-    (handles released mid-stream): every read still returns exactly its bytes."""
+    """Readers run concurrently with three streams' read-ahead (sharing fetches), whose
+    groups are cancelled at any point, with room for one chunk not yet on disk (so fetches
+    queue): every read returns exactly its bytes, and at the end nothing is registered,
+    queued or counted as in flight."""
 
     async def run() -> None:
         platform = FakePlatform()
@@ -471,17 +533,24 @@ def test_reads_stay_exact_while_read_ahead_is_cancelled(
 
                 with trio.fail_after(10):
                     async with trio.open_nursery() as readers:
-                        group = ReadAheadGroup()
-                        for offset, size, cancel in steps:
-                            cache.prefetch(ENTRY, offset + size, offset + 3 * size, group)
+                        groups = [ReadAheadGroup() for _ in range(3)]
+                        for offset, size, stream, cancel in steps:
+                            cache.prefetch(ENTRY, offset + size, offset + 3 * size, groups[stream])
                             readers.start_soon(read, offset, size)
                             await trio.sleep(0)
                             if cancel:
-                                group.cancel()
-                                group = ReadAheadGroup()
-                await trio.testing.wait_all_tasks_blocked()
-                assert cache._flights == {}  # nothing left registered, cancelled or not
+                                groups[stream].cancel()
+                                groups[stream] = ReadAheadGroup()
+                    while cache._flights:  # read-ahead still wanted finishes (or fails)
+                        await next(iter(cache._flights.values()))[0].done.wait()
+                assert not cache._waiting and not cache._urgent
+                assert cache._in_flight_bytes == 0
                 nursery.cancel_scope.cancel()
             cache.close()
 
-    trio.run(run)
+    unwritten = blockcache.UNWRITTEN_BYTES
+    blockcache.UNWRITTEN_BYTES = CHUNK_SIZE
+    try:
+        trio.run(run)
+    finally:
+        blockcache.UNWRITTEN_BYTES = unwritten
