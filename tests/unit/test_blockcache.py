@@ -548,9 +548,6 @@ def test_reads_stay_exact_while_read_ahead_is_cancelled(
                 nursery.cancel_scope.cancel()
             cache.close()
 
-    unwritten = blockcache.UNWRITTEN_BYTES
-    blockcache.UNWRITTEN_BYTES = CHUNK_SIZE
-    try:
+    with pytest.MonkeyPatch.context() as patch:  # (hypothesis reruns: no function fixture)
+        patch.setattr(blockcache, "UNWRITTEN_BYTES", CHUNK_SIZE)
         trio.run(run)
-    finally:
-        blockcache.UNWRITTEN_BYTES = unwritten

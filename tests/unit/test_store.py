@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from remotefs.cache import store as store_module
 from remotefs.cache.extents import CHUNK_SIZE, Extents
 from remotefs.cache.store import (
     PIECE,
@@ -152,8 +153,6 @@ def test_a_slot_reused_while_it_is_read_is_a_miss_not_damage(tmp_path: Path, mon
     # Slots are read outside the store's lock (chunks load in parallel). Here the only slot
     # is given to another chunk between the look-up and the read: the reader must see a
     # miss, and neither chunk may be dropped as damaged.
-    import remotefs.cache.store as store_module
-
     store = ChunkStore(tmp_path, size_limit=CHUNK_SIZE)
     store.put_many([(key(0), chunk(0))])
     real_pread = os.pread
@@ -174,7 +173,6 @@ def test_a_slot_reused_while_it_is_read_is_a_miss_not_damage(tmp_path: Path, mon
 
 
 def test_an_index_of_another_checksum_starts_empty(tmp_path: Path, monkeypatch) -> None:
-    import remotefs.cache.store as store_module
 
     def use(name: str) -> None:
         monkeypatch.setattr(store_module, "CHECKSUM", name)

@@ -419,9 +419,7 @@ def answer_x(n: int, head: bytes, conn: socket.socket) -> bool:
 
 
 async def test_an_untrusted_certificate_is_refused(serve, ca) -> None:
-    server = serve(
-        lambda n, head, conn: conn.sendall(response(b"x")) or True, server_tls(ca, "127.0.0.1")
-    )
+    server = serve(answer_x, server_tls(ca, "127.0.0.1"))
     async with client() as c:  # trusts the usual CAs, not this test's
         with pytest.raises(httpx.ConnectError, match="TLS with 127.0.0.1") as info:
             await c.get(server.url(SECRET_PATH))
@@ -430,10 +428,7 @@ async def test_an_untrusted_certificate_is_refused(serve, ca) -> None:
 
 
 async def test_a_certificate_for_another_name_is_refused(serve, ca) -> None:
-    server = serve(
-        lambda n, head, conn: conn.sendall(response(b"x")) or True,
-        server_tls(ca, "storage.example"),
-    )
+    server = serve(answer_x, server_tls(ca, "storage.example"))
     async with client(trust=trusting(ca)) as c:
         with pytest.raises(httpx.ConnectError, match="TLS with 127.0.0.1"):
             await c.get(server.url())
@@ -441,10 +436,11 @@ async def test_a_certificate_for_another_name_is_refused(serve, ca) -> None:
 
 
 async def test_a_cancelled_https_exchange_ends_its_connection_at_once(serve, ca) -> None:
-    shut = threading.Event()
+    half_sent, shut = threading.Event(), threading.Event()
 
     def reply(n: int, head: bytes, conn: socket.socket) -> bool:
         conn.sendall(response(b"b" * 100_000)[:50_000])
+        half_sent.set()
         conn.settimeout(30)
         try:
             if conn.recv(1) == b"":
@@ -455,9 +451,11 @@ async def test_a_cancelled_https_exchange_ends_its_connection_at_once(serve, ca)
 
     server = serve(reply, server_tls(ca, "127.0.0.1"))
     async with client(timeout=30, trust=trusting(ca)) as c:
-        with trio.move_on_after(0.3) as scope:
-            await c.get(server.url())
-        assert scope.cancelled_caught
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.get, server.url())
+            assert await trio.to_thread.run_sync(half_sent.wait, 5)  # the body is under way
+            nursery.cancel_scope.cancel()
+        assert nursery.cancel_scope.cancelled_caught
         assert await trio.to_thread.run_sync(shut.wait, 5)
 
 
