@@ -27,8 +27,10 @@ Invariants:
   ``WriteError``, ``RemoteProtocolError``), so :mod:`remotefs.http` classifies it unchanged.
   Messages name the host and port at most: never a path, query or header.
 - **Bounded**: every socket operation has the request's timeout; a cancelled exchange (the
-  operation's deadline) shuts its socket down, so the abandoned thread ends at once and its
-  connection is never pooled. At most ``max_connections`` exchanges run at once.
+  operation's deadline, or read-ahead given up) shuts its socket down, whether it is
+  connecting, in the TLS handshake or receiving, so the abandoned thread ends at once and its
+  connection is never pooled. Only a name lookup (``getaddrinfo``) cannot be ended: that
+  thread ends with it. At most ``max_connections`` exchanges run at once.
 - **Limits**: HTTP/1.1 only (HTTP/1.0 answers are read, never pooled); informational (1xx)
   answers before the final one are skipped; at most 100 header lines per response
   (``http.client``'s limit; storage services send ~20). A body is read in pieces of at most
@@ -50,7 +52,7 @@ import socket
 import ssl
 import threading
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import trio
@@ -124,17 +126,76 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
                 return
         conn.close()
 
-    def _new_connection(self, origin: _Origin, timeout: float | None) -> http.client.HTTPConnection:
+    def _new_connection(
+        self, origin: _Origin, timeout: float | None, attach: Callable[[socket.socket], None]
+    ) -> http.client.HTTPConnection:
         scheme, host, port = origin
         conn: http.client.HTTPConnection
         if scheme == "https":
-            conn = http.client.HTTPSConnection(
-                host, port, timeout=timeout, context=self._ssl_context
-            )
+            conn = _TLSConnection(host, port, timeout, attach, self._ssl_context)
         else:
-            conn = http.client.HTTPConnection(host, port, timeout=timeout)
+            conn = _Connection(host, port, timeout, attach)
         conn.response_class = _FinalResponse
         return conn
+
+
+class _Connection(http.client.HTTPConnection):
+    """An ``HTTPConnection`` whose socket is handed to ``attach`` before it connects, so that
+    a cancel can shut down a connect that hangs (a host that drops SYNs) instead of leaving
+    its thread there until the connect timeout. Only name resolution cannot be ended."""
+
+    def __init__(
+        self, host: str, port: int, timeout: float | None, attach: Callable[[socket.socket], None]
+    ) -> None:
+        super().__init__(host, port, timeout=timeout)
+        self._attach = attach
+
+    def connect(self) -> None:
+        """``socket.create_connection`` (each address in turn), each socket attached first."""
+        failure: OSError | None = None
+        for family, kind, proto, _, address in socket.getaddrinfo(
+            self.host, self.port, type=socket.SOCK_STREAM
+        ):
+            sock = socket.socket(family, kind, proto)
+            try:
+                self._attach(sock)  # raises once the exchange is cancelled: no more tries
+                sock.settimeout(self.timeout)
+                sock.connect(address)
+            except OSError as exc:
+                sock.close()
+                failure = exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sock = sock
+            return
+        raise failure or OSError(f"no address for {self.host}")
+
+
+class _TLSConnection(_Connection):
+    """The same over TLS: the handshake runs on an attached socket too."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None,
+        attach: Callable[[socket.socket], None],
+        context: ssl.SSLContext,
+    ) -> None:
+        super().__init__(host, port, timeout, attach)
+        self._tls = context
+
+    def connect(self) -> None:
+        super().connect()
+        tls = self._tls.wrap_socket(
+            self.sock, server_hostname=self.host, do_handshake_on_connect=False
+        )
+        self.sock = tls
+        self._attach(tls)
+        tls.do_handshake()
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:
@@ -200,7 +261,9 @@ class _Exchange:
             sock = self._sock
         if sock is not None:
             with contextlib.suppress(OSError):  # already closed: nothing to end
-                sock.shutdown(socket.SHUT_RDWR)
+                # the plain socket's shutdown, also for TLS: SSLSocket's own would drop the
+                # TLS state under a handshake still running in the thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def run(self) -> tuple[bytes, int, str, list[tuple[bytes, bytes]], bytes]:
         conn = self.transport._take_idle(self.origin)
@@ -209,7 +272,9 @@ class _Exchange:
                 return self._on(conn, reused=True)
             except _StaleConnection:  # the server closed it before answering
                 self._raise_if_aborted()  # (or we did, on a cancel): once more, on a new one
-        return self._on(self.transport._new_connection(self.origin, self.connect_timeout))
+        return self._on(
+            self.transport._new_connection(self.origin, self.connect_timeout, self._attach)
+        )
 
     def _on(
         self, conn: http.client.HTTPConnection, *, reused: bool = False

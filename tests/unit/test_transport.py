@@ -38,6 +38,7 @@ class ScriptedServer:
         self.tls = tls
         self.heads: list[bytes] = []
         self.accepted = 0
+        self.heard = threading.Event()  # a client sent its first bytes
         self.peer_closed = threading.Event()  # a client closed a connection
         self.hung_up = threading.Event()  # the script closed a connection
         self.release = threading.Event()  # ends the replies that stall on purpose
@@ -79,6 +80,7 @@ class ScriptedServer:
                     if not data:
                         self.peer_closed.set()
                         return
+                    self.heard.set()
                     pending += data
                 head, _, pending = pending.partition(b"\r\n\r\n")
                 self.heads.append(head)
@@ -371,6 +373,47 @@ async def test_a_cancelled_exchange_ends_its_connection_at_once(serve) -> None:
     assert server.accepted == 2
 
 
+@contextlib.contextmanager
+def port_dropping_syns() -> Iterator[int]:
+    """A loopback port whose accept queue is full: the kernel drops further SYNs there, so a
+    connect to it hangs until its timeout, as one to a host behind a black hole does."""
+    with socket.socket() as listener, socket.socket() as filler:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)  # room for one connection, which nobody accepts
+        port = listener.getsockname()[1]
+        filler.connect(("127.0.0.1", port))
+        yield port
+
+
+def connecting_to(port: int) -> int:
+    """How many of this machine's IPv4 sockets are in SYN_SENT towards 127.0.0.1:``port``."""
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.readlines()[1:]]
+    return sum(1 for row in rows if row[2] == f"0100007F:{port:04X}" and row[3] == "02")
+
+
+def one_slot_client(trust: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    """One exchange at a time: a thread left behind by a cancel holds up the next request."""
+    transport = ThreadedTransport(max_connections=1, ssl_context=trust)
+    return httpx.AsyncClient(transport=transport, timeout=30)
+
+
+async def test_a_cancelled_connect_ends_at_once(serve) -> None:
+    answering = serve(answer_x)
+    with port_dropping_syns() as port:
+        async with one_slot_client() as c:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(c.get, f"http://127.0.0.1:{port}/file")
+                with trio.fail_after(5):
+                    while not connecting_to(port):  # the kernel's view: the SYN is out
+                        await trio.sleep(0.001)
+                nursery.cancel_scope.cancel()
+            # the slot comes back only when the connecting thread has ended: long before the
+            # 30 s connect timeout
+            with trio.fail_after(5):
+                assert (await c.get(answering.url())).content == b"x"
+
+
 async def test_an_invalid_header_value_is_refused_without_showing_it(serve) -> None:
     server = serve(lambda n, head, conn: conn.sendall(response(b"")) or True)
     async with client() as c:
@@ -457,6 +500,18 @@ async def test_a_cancelled_https_exchange_ends_its_connection_at_once(serve, ca)
             nursery.cancel_scope.cancel()
         assert nursery.cancel_scope.cancelled_caught
         assert await trio.to_thread.run_sync(shut.wait, 5)
+
+
+async def test_a_cancelled_tls_handshake_ends_at_once(serve, ca) -> None:
+    silent = serve(lambda n, head, conn: False)  # plain TCP: never answers the ClientHello
+    answering = serve(answer_x, server_tls(ca, "127.0.0.1"))
+    async with one_slot_client(trust=trusting(ca)) as c:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.get, f"https://127.0.0.1:{silent.port}/file")
+            assert await trio.to_thread.run_sync(silent.heard.wait, 5)  # the ClientHello
+            nursery.cancel_scope.cancel()
+        with trio.fail_after(5):  # the handshake's 30 s timeout is not waited for
+            assert (await c.get(answering.url())).content == b"x"
 
 
 def test_make_client_uses_the_threaded_transport(monkeypatch) -> None:
