@@ -45,7 +45,9 @@ import struct
 import threading
 import zlib
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from remotefs.cache.extents import CHUNK_SIZE, Extents
 
@@ -61,18 +63,23 @@ def _crc32c(data: bytes | memoryview) -> int:
     return google_crc32c.value(bytes(data))  # it takes bytes, not a memoryview
 
 
-CHECKSUM, checksum = (
-    ("crc32c", _crc32c)
-    if google_crc32c is not None and google_crc32c.implementation == "c"
-    else ("crc32", zlib.crc32)
-)
+class Checksum(NamedTuple):
+    """A checksum the disk tier can keep, and how an index says it holds it."""
+
+    name: str
+    format: int
+    """``PRAGMA user_version`` of an index holding it (0, an index from before it was
+    recorded, holds CRC-32)."""
+    of: Callable[[bytes | memoryview], int]
+
+
+CRC32 = Checksum("crc32", 1, zlib.crc32)
+CRC32C = Checksum("crc32c", 2, _crc32c)
+CHECKSUM = CRC32C if google_crc32c is not None and google_crc32c.implementation == "c" else CRC32
 """The pieces' checksum: CRC-32C where google-crc32c's C extension runs (SSE 4.2 or ARMv8
 CRC instructions: ~0.1 s of CPU per GiB on the bench machine), else zlib's CRC-32 (~0.53 s
 per GiB, for every GiB written and every GiB read back). Both catch the same damage (torn
-writes, flipped bits); the index says which it holds (``FORMATS``)."""
-FORMATS = {"crc32": 1, "crc32c": 2}
-"""``PRAGMA user_version`` of an index, per checksum (0, an index from before it was
-recorded, holds CRC-32). An index of the other checksum is emptied on open: its chunks would
+writes, flipped bits). An index of the other checksum is emptied on open: its chunks would
 all fail their checks."""
 
 ChunkKey = tuple[str, str, str, int]
@@ -95,7 +102,7 @@ def pieces_of(extents: Extents) -> list[Piece]:
         pos = start
         while pos < start + len(run):
             stop = min(start + len(run), (pos // PIECE + 1) * PIECE)
-            out.append((pos, stop - pos, checksum(view[pos - start : stop - start])))
+            out.append((pos, stop - pos, CHECKSUM.of(view[pos - start : stop - start])))
             pos = stop
     return out
 
@@ -158,7 +165,7 @@ class ChunkStore:
 
     def _check_format(self, directory: Path) -> None:
         (version,) = self._db.execute("PRAGMA user_version").fetchone()
-        if (version or FORMATS["crc32"]) != FORMATS[CHECKSUM]:
+        if (version or CRC32.format) != CHECKSUM.format:
             with self._db:
                 dropped = self._db.execute("DELETE FROM chunks").rowcount
             if dropped > 0:
@@ -167,9 +174,9 @@ class ChunkStore:
                     "mount's %s; starting empty",
                     directory,
                     dropped,
-                    CHECKSUM,
+                    CHECKSUM.name,
                 )
-        self._db.execute(f"PRAGMA user_version = {FORMATS[CHECKSUM]}")
+        self._db.execute(f"PRAGMA user_version = {CHECKSUM.format}")
 
     def _load(self) -> None:
         rows = self._db.execute("SELECT key, slot, header, used FROM chunks ORDER BY used")
@@ -235,7 +242,7 @@ class ChunkStore:
             data = os.pread(self._fd, size, slot * CHUNK_SIZE + first)
             view = memoryview(data)
             if len(data) != size or any(
-                checksum(view[start - first : start - first + length]) != crc
+                CHECKSUM.of(view[start - first : start - first + length]) != crc
                 for start, length, crc in group
             ):
                 intact = False

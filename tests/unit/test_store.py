@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import zlib
 from pathlib import Path
 
 import pytest
@@ -173,13 +172,7 @@ def test_a_slot_reused_while_it_is_read_is_a_miss_not_damage(tmp_path: Path, mon
 
 
 def test_an_index_of_another_checksum_starts_empty(tmp_path: Path, monkeypatch) -> None:
-
-    def use(name: str) -> None:
-        monkeypatch.setattr(store_module, "CHECKSUM", name)
-        fn = zlib.crc32 if name == "crc32" else store_module._crc32c
-        monkeypatch.setattr(store_module, "checksum", fn)
-
-    use("crc32")
+    monkeypatch.setattr(store_module, "CHECKSUM", store_module.CRC32)
     store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
     store.put_many([(key(0), chunk(0))])
     store.close()
@@ -190,7 +183,7 @@ def test_an_index_of_another_checksum_starts_empty(tmp_path: Path, monkeypatch) 
     assert store.get(key(0)) == chunk(0)
     store.close()
     # With CRC-32C the CRC-32 chunks would all fail their checks: gone, not "damaged".
-    use("crc32c")
+    monkeypatch.setattr(store_module, "CHECKSUM", store_module.CRC32C)
     store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
     assert len(store) == 0 and store.get(key(0)) is None
     store.put_many([(key(0), chunk(0))])
