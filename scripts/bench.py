@@ -1670,9 +1670,10 @@ def print_mount_report(bench: MountBench, runs: int, quick: bool) -> None:
         "run."
     )
     print(
-        "- rows 5-6: timed from a cold mount, so the mount's own listings of / and bam/ and its "
+        "- rows 5-6: timed from a cold mount, so the mount's listing of bam/ and its "
         f"download_info calls are included ({cells('bam1.mount.api')} API requests, each "
-        f"{LATENCY_MS:.0f} ms); samtools over HTTP gets its two signed URLs untimed "
+        f"{LATENCY_MS:.0f} ms; the mount lists / as it starts, at 0 ms); samtools over HTTP gets "
+        "its two signed URLs untimed "
         f"(URL##idx##URL). One samtools invocation with all regions on both sides. Row 5: "
         f"{BAM_REGION}, {f.notes.get('bam1.reads', '?')}; row 6: "
         f"{', '.join(BAM_SCATTERED)}, {f.notes.get('bam10.reads', '?')}."

@@ -381,6 +381,7 @@ def port_dropping_syns() -> Iterator[int]:
         listener.bind(("127.0.0.1", 0))
         listener.listen(0)  # room for one connection, which nobody accepts
         port = listener.getsockname()[1]
+        filler.settimeout(5)
         filler.connect(("127.0.0.1", port))
         yield port
 
