@@ -50,6 +50,7 @@ import re
 import select
 import socket
 import ssl
+import sys
 import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -139,10 +140,20 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         return conn
 
 
+def _no_exchange(sock: socket.socket) -> None:
+    """What a connection attaches its socket to once it is connected: nothing."""
+
+
 class _Connection(http.client.HTTPConnection):
     """An ``HTTPConnection`` whose socket is handed to ``attach`` before it connects, so that
     a cancel can shut down a connect that hangs (a host that drops SYNs) instead of leaving
-    its thread there until the connect timeout. Only name resolution cannot be ended."""
+    its thread there until the connect timeout. Only name resolution cannot be ended.
+
+    ``attach`` raises once the exchange is cancelled. A cancel that lands between the attach
+    and the ``connect`` call finds a socket not yet connecting, which ``shutdown`` cannot end;
+    with a timeout (the mount always has one) that connect then returns at once, and the
+    attach after it raises. ``attach`` is dropped when ``connect`` returns: a pooled
+    connection must not keep its first exchange (its request and URL) alive."""
 
     def __init__(
         self, host: str, port: int, timeout: float | None, attach: Callable[[socket.socket], None]
@@ -151,16 +162,27 @@ class _Connection(http.client.HTTPConnection):
         self._attach = attach
 
     def connect(self) -> None:
-        """``socket.create_connection`` (each address in turn), each socket attached first."""
+        sys.audit("http.client.connect", self, self.host, self.port)
+        try:
+            self.sock = self._connected_socket()
+            self._attach(self.sock)  # a cancel just before the connect did not end it
+            self._handshake()
+        finally:
+            self._attach = _no_exchange
+
+    def _connected_socket(self) -> socket.socket:
+        """``socket.create_connection``: each address in turn, each socket attached first."""
         failure: OSError | None = None
         for family, kind, proto, _, address in socket.getaddrinfo(
             self.host, self.port, type=socket.SOCK_STREAM
         ):
             sock = socket.socket(family, kind, proto)
             try:
+                sock = self._wrap(sock)
                 self._attach(sock)  # raises once the exchange is cancelled: no more tries
                 sock.settimeout(self.timeout)
                 sock.connect(address)
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             except OSError as exc:
                 sock.close()
                 failure = exc
@@ -168,14 +190,19 @@ class _Connection(http.client.HTTPConnection):
             except BaseException:
                 sock.close()
                 raise
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.sock = sock
-            return
+            return sock
         raise failure or OSError(f"no address for {self.host}")
+
+    def _wrap(self, sock: socket.socket) -> socket.socket:
+        return sock
+
+    def _handshake(self) -> None:
+        pass
 
 
 class _TLSConnection(_Connection):
-    """The same over TLS: the handshake runs on an attached socket too."""
+    """The same over TLS: the socket is wrapped before it connects (nothing on the wire can
+    then make the wrap fail and leave its socket open), and the handshake runs attached."""
 
     def __init__(
         self,
@@ -188,14 +215,12 @@ class _TLSConnection(_Connection):
         super().__init__(host, port, timeout, attach)
         self._tls = context
 
-    def connect(self) -> None:
-        super().connect()
-        tls = self._tls.wrap_socket(
-            self.sock, server_hostname=self.host, do_handshake_on_connect=False
-        )
-        self.sock = tls
-        self._attach(tls)
-        tls.do_handshake()
+    def _wrap(self, sock: socket.socket) -> socket.socket:
+        return self._tls.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
+
+    def _handshake(self) -> None:
+        assert isinstance(self.sock, ssl.SSLSocket)
+        self.sock.do_handshake()
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:
