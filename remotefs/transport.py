@@ -350,6 +350,8 @@ class _Exchange:
             ) from None
         except OSError as exc:
             raise httpx.ConnectError(f"cannot connect to {self.where}: {_os_error(exc)}") from None
+        except UnicodeError:  # a label the IDNA codec refuses (over 63 characters): no lookup
+            raise httpx.LocalProtocolError(f"the host name {self.where} is invalid") from None
 
     def _send(self, conn: http.client.HTTPConnection, reused: bool) -> None:
         try:

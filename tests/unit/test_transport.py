@@ -338,6 +338,14 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
             await c.get(f"http://127.0.0.1:{port}{SECRET_PATH}")
 
 
+async def test_a_host_name_that_cannot_be_looked_up_is_a_clear_error() -> None:
+    # A 64-character label: the IDNA codec refuses it before any lookup or connect.
+    async with client() as c:
+        with pytest.raises(httpx.LocalProtocolError, match="host name .* is invalid") as info:
+            await c.get(f"http://{'a' * 64}.invalid{SECRET_PATH}")
+    assert "SIGNATURE" not in str(info.value)
+
+
 async def test_a_server_that_never_answers_is_a_read_timeout(serve) -> None:
     server = serve(lambda n, head, conn: server.release.wait(30) and False)
     async with client(timeout=0.3) as c:
