@@ -307,8 +307,9 @@ class _Exchange:
         keep = False
         try:
             if conn.sock is None:
-                self._connect(conn)
-            self._attach(conn.sock)
+                self._connect(conn)  # attaches each socket it makes
+            else:
+                self._attach(conn.sock)  # a pooled connection
             conn.sock.settimeout(self.write_timeout)
             self._send(conn, reused)
             conn.sock.settimeout(self.read_timeout)

@@ -1755,8 +1755,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
     bench: MountBench | None = None
     try:
         data = write_mount_data(work, size, bam=bam, h5ad=h5ad)
-        skip_huge = quick or (args.only is not None and "huge-listing" not in args.only)
-        huge_data = None if skip_huge else write_huge_data(work)
+        names = [
+            name
+            for name in WORKLOAD_GROUPS
+            if (args.only is None or name in args.only) and not (quick and name == "huge-listing")
+        ]
+        huge_data = write_huge_data(work) if "huge-listing" in names else None
         shm_copy = shm / "local.bin"
         write_local_copy(shm_copy, size)
         print(f"bench: data ready in {time.monotonic() - t0:.1f} s", file=sys.stderr)
@@ -1770,13 +1774,8 @@ def cmd_mount(args: argparse.Namespace) -> int:
                 huge = Emulator(*started, HUGE_PROJECT)
             bench = MountBench(emu, work, size, shm_copy, huge)
             spot_check(emu.signed_url(bench.big["id"]), {}, shm_copy, size)
-            groups = [
-                (name, functools.partial(workload, bench))
-                for name, workload in WORKLOAD_GROUPS.items()
-                if (args.only is None or name in args.only)
-                and not (quick and name == "huge-listing")
-            ]
-            if any(name == "huge-listing" for name, _ in groups):
+            groups = [(name, functools.partial(WORKLOAD_GROUPS[name], bench)) for name in names]
+            if huge is not None:
                 bench.choose_list_dir()
             for run in range(runs):
                 for name, fn in groups:

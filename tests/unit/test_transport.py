@@ -117,8 +117,11 @@ def response(body: bytes, *, status: str = "200 OK", extra: str = "") -> bytes:
     )
 
 
-def client(timeout: float = 10.0, trust: ssl.SSLContext | None = None) -> httpx.AsyncClient:
-    return httpx.AsyncClient(transport=ThreadedTransport(ssl_context=trust), timeout=timeout)
+def client(
+    timeout: float = 10.0, trust: ssl.SSLContext | None = None, slots: int = 32
+) -> httpx.AsyncClient:
+    transport = ThreadedTransport(max_connections=slots, ssl_context=trust)
+    return httpx.AsyncClient(transport=transport, timeout=timeout)
 
 
 BODY = os.urandom(3 << 20)
@@ -401,16 +404,10 @@ def connecting_to(port: int) -> int:
     return sum(1 for row in rows if row[2] == f"0100007F:{port:04X}" and row[3] == "02")
 
 
-def one_slot_client(trust: ssl.SSLContext | None = None) -> httpx.AsyncClient:
-    """One exchange at a time: a thread left behind by a cancel holds up the next request."""
-    transport = ThreadedTransport(max_connections=1, ssl_context=trust)
-    return httpx.AsyncClient(transport=transport, timeout=30)
-
-
 async def test_a_cancelled_connect_ends_at_once(serve) -> None:
     answering = serve(answer_x)
     with port_dropping_syns() as port:
-        async with one_slot_client() as c:
+        async with client(timeout=30, slots=1) as c:  # a thread left behind holds the slot
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(c.get, f"http://127.0.0.1:{port}/file")
                 with trio.fail_after(5):
@@ -514,7 +511,7 @@ async def test_a_cancelled_https_exchange_ends_its_connection_at_once(serve, ca)
 async def test_a_cancelled_tls_handshake_ends_at_once(serve, ca) -> None:
     silent = serve(lambda n, head, conn: False)  # plain TCP: never answers the ClientHello
     answering = serve(answer_x, server_tls(ca, "127.0.0.1"))
-    async with one_slot_client(trust=trusting(ca)) as c:
+    async with client(timeout=30, trust=trusting(ca), slots=1) as c:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(c.get, f"https://127.0.0.1:{silent.port}/file")
             assert await trio.to_thread.run_sync(silent.heard.wait, 5)  # the ClientHello
