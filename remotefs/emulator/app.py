@@ -2,8 +2,10 @@
 
 Request path, in order: control routes (``/_emulator/…``, never delayed, failed or counted);
 then the injected latency; then every ``fail_every``-th request answers 503 in its platform's
-error shape; then the platform router. Every API and storage response is counted in
-:class:`~remotefs.emulator.control.Stats` under its route name with the body bytes sent.
+error shape; then the platform router; a byte-serving answer may then be dropped
+(``drop_every``) or stalled (``stall_every``) halfway through its body. Every API and
+storage response is counted in :class:`~remotefs.emulator.control.Stats` under its route
+name with the body bytes sent.
 
 A handler bug is answered as its platform's 500 error body and logged; it never leaves a
 traceback in a response (issue 2, point 5).
@@ -67,16 +69,23 @@ class EmulatorApp:
         if req.path.startswith(CONTROL_PREFIX):
             await send_response(send, await self._control(req), head=req.method == "HEAD")
             return
+        self.stats.arrive()
         if self.knobs.latency_ms > 0:
             await anyio.sleep(self.knobs.latency_ms / 1000)
         self._api_requests += 1
         route, response = await self._dispatch(req)
         cut_after = None
+        stall: tuple[int, float] | None = None
         if route in BYTE_ROUTES and response.status in (200, 206) and req.method == "GET":
             self._byte_requests += 1
-            if self.knobs.drop_every and self._byte_requests % self.knobs.drop_every == 0:
+            knobs = self.knobs
+            if knobs.drop_every and self._byte_requests % knobs.drop_every == 0:
                 cut_after = response.content_length // 2
-        sent = await send_response(send, response, head=req.method == "HEAD", cut_after=cut_after)
+            elif knobs.stall_every and self._byte_requests % knobs.stall_every == 0:
+                stall = (response.content_length // 2, knobs.stall_ms / 1000)
+        sent = await send_response(
+            send, response, head=req.method == "HEAD", cut_after=cut_after, stall=stall
+        )
         self.stats.record(route, response.status, sent)
 
     async def _dispatch(self, req: Request) -> tuple[str, Response]:

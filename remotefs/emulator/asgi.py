@@ -124,9 +124,15 @@ async def _iterate(stream: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 async def send_response(
-    send: Send, response: Response, *, head: bool = False, cut_after: int | None = None
+    send: Send,
+    response: Response,
+    *,
+    head: bool = False,
+    cut_after: int | None = None,
+    stall: tuple[int, float] | None = None,
 ) -> int:
-    """Send ``response``; return the body bytes sent. ``cut_after`` drops the body midway."""
+    """Send ``response``; return the body bytes sent. ``cut_after`` drops the body midway;
+    ``stall = (offset, seconds)`` pauses the body at ``offset`` for ``seconds``."""
     headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers]
     headers.append((b"content-length", str(response.content_length).encode()))
     await send({"type": "http.response.start", "status": response.status, "headers": headers})
@@ -136,9 +142,19 @@ async def send_response(
     sent = 0
     if response.stream is None:
         body = response.body if cut_after is None else response.body[:cut_after]
+        if stall is not None:
+            await send({"type": "http.response.body", "body": body[: stall[0]], "more_body": True})
+            await anyio.sleep(stall[1])
+            body, sent = body[stall[0] :], stall[0]
         await send({"type": "http.response.body", "body": body, "more_body": cut_after is not None})
-        return len(body)
+        return sent + len(body)
     async for chunk in _iterate(response.stream):
+        if stall is not None and sent + len(chunk) > stall[0]:
+            first, chunk = chunk[: stall[0] - sent], chunk[stall[0] - sent :]
+            await send({"type": "http.response.body", "body": first, "more_body": True})
+            sent += len(first)
+            await anyio.sleep(stall[1])
+            stall = None
         if cut_after is not None and sent + len(chunk) > cut_after:
             piece = chunk[: cut_after - sent]
             await send({"type": "http.response.body", "body": piece, "more_body": True})

@@ -6,8 +6,10 @@ command line and can be changed at run time with ``POST /_emulator/config`` (a J
 knob names), so one emulator process can serve a whole test module.
 
 :class:`Stats` counts requests and body bytes by route name (``sb.files.list``,
-``sb.storage``, ``odm.download`` …) and by status; ``GET /_emulator/stats`` returns them and
-``POST /_emulator/reset`` zeroes them. Tests assert exact request counts from these.
+``sb.storage``, ``odm.download`` …) and by status, once answered, and every request as it
+arrives (``arrived``, before the injected latency: what a test waits on to know a request is
+under way); ``GET /_emulator/stats`` returns them and ``POST /_emulator/reset`` zeroes them.
+Tests assert exact request counts from these.
 
 :class:`RateLimiter` is a fixed-window budget per key (the SB token, spec 1.9: 1000 requests
 per 300 s; ODM optionally, A24). The window opens at a key's first request and ``reset`` is the
@@ -31,6 +33,10 @@ class Knobs:
     """Every Nth API/storage request answers 503 (0: never)."""
     drop_every: int = 0
     """Every Nth byte-serving request (storage, ODM download) drops its body halfway."""
+    stall_every: int = 0
+    """Every Nth byte-serving request (not dropped) pauses halfway through its body for
+    ``stall_ms``, then sends the rest: a server that stalls mid-body."""
+    stall_ms: float = 0.0
     sb_rate_limit: int = 1000
     sb_rate_window: float = 300.0
     odm_rate_limit: int = 0
@@ -62,6 +68,7 @@ class Stats:
         self.requests: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
         self.bytes: Counter[str] = Counter()
+        self.arrived = 0
         self.started = time.time()
 
     def record(self, route: str, status: int, nbytes: int) -> None:
@@ -69,7 +76,11 @@ class Stats:
         self.statuses[f"{route} {status}"] += 1
         self.bytes[route] += nbytes
 
+    def arrive(self) -> None:
+        self.arrived += 1
+
     def reset(self) -> None:
+        self.arrived = 0
         self.requests.clear()
         self.statuses.clear()
         self.bytes.clear()
@@ -80,6 +91,7 @@ class Stats:
             "statuses": dict(self.statuses),
             "bytes": dict(self.bytes),
             "total_requests": sum(self.requests.values()),
+            "arrived": self.arrived,
         }
 
 
