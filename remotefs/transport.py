@@ -11,9 +11,9 @@ thread 1.2-1.3 s of CPU instead of 2.5-3.0 s.
 
 Everything above the wire stays httpx's: :class:`ThreadedTransport` is an
 ``httpx.AsyncBaseTransport``, so request building, headers, redirects (never followed, see
-:mod:`remotefs.http`) and TLS verification (the context comes from
+:mod:`remotefs.http.client`) and TLS verification (the context comes from
 ``httpx.create_ssl_context``, as httpx would build it) are unchanged, and
-:func:`remotefs.http.send` retries exactly as before. Proxies are not spoken here: with a
+:func:`remotefs.http.send.send` retries exactly as before. Proxies are not spoken here: with a
 transport of its own httpx ignores the proxy environment, so ``make_client`` keeps httpx's
 transport when a proxy is configured.
 
@@ -24,7 +24,7 @@ Invariants:
   never returns short.
 - **Errors are httpx's**: every failure leaves as the ``httpx`` exception httpx's own
   transport would raise (``ConnectError``, ``ConnectTimeout``, ``ReadTimeout``, ``ReadError``,
-  ``WriteError``, ``RemoteProtocolError``), so :mod:`remotefs.http` classifies it unchanged.
+  ``WriteError``, ``RemoteProtocolError``), so :mod:`remotefs.http.send` classifies it unchanged.
   Messages name the host and port at most: never a path, query or header.
 - **Bounded**: every socket operation has the request's timeout; a cancelled exchange (the
   operation's deadline, or read-ahead given up) shuts its socket down, whether it is

@@ -16,18 +16,14 @@ import httpx
 import pytest
 import trio
 
+from remotefs.concurrency import SingleFlight, gather_limited
 from remotefs.errors import AccessDenied, NotFound, ProtocolError, Stale, Transient
-from remotefs.http import (
-    RateLimitState,
-    RetryPolicy,
-    SingleFlight,
-    gather_limited,
-    make_client,
-    parse_http_date_ns,
-    parse_iso8601_ns,
-    range_body,
-    send,
-)
+from remotefs.http.client import make_client
+from remotefs.http.ranges import range_body
+from remotefs.http.ratelimit import RateLimitState
+from remotefs.http.retry import RetryPolicy
+from remotefs.http.send import send
+from remotefs.http.wire import parse_http_date_ns, parse_iso8601_ns
 
 URL = "http://api.test/v2/files"
 POLICY = RetryPolicy()
@@ -324,7 +320,7 @@ async def test_head_keeps_content_length(autojump_clock) -> None:
 
 
 async def test_messages_and_logs_never_hold_secrets(autojump_clock, caplog) -> None:
-    caplog.set_level(logging.DEBUG, logger="remotefs.http")
+    caplog.set_level(logging.DEBUG, logger="remotefs.http.send")
     url = "http://s3.test/bucket/key?AWSAccessKeyId=AK&Expires=1&Signature=SIGNATURE-SECRET"
     handler = Recorder(httpx.ReadTimeout("timed out"), reply(503))
     with pytest.raises(Transient) as info:

@@ -23,7 +23,8 @@ import pytest
 import trio
 import trustme
 
-from remotefs.http import make_client, send
+from remotefs.http.client import make_client
+from remotefs.http.send import send
 from remotefs.transport import ThreadedTransport
 
 SECRET_PATH = "/bucket/object?X-Amz-Signature=SIGNATURE-SECRET"
