@@ -21,6 +21,7 @@ Invariants: a token only ever travels inside a :class:`Secret`, whose ``repr``/`
 from __future__ import annotations
 
 import configparser
+import hashlib
 import hmac
 import logging
 import os
@@ -62,6 +63,13 @@ class Secret:
 
     def reveal(self) -> str:
         return self._value
+
+    def fingerprint(self, purpose: str) -> str:
+        """A keyed hash of the token (HMAC-SHA256 keyed by ``purpose``, 128 bits in hex):
+        the same token gives the same fingerprint, which says nothing of the token. What
+        names a user's records in a cache or a shared store, never the token itself."""
+        digest = hmac.new(purpose.encode(), self._value.encode(), hashlib.sha256)
+        return digest.hexdigest()[:32]
 
     def __repr__(self) -> str:
         return "***"

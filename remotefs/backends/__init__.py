@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import httpx
 
 from remotefs.backends.base import Backend
-
-if TYPE_CHECKING:
-    from remotefs.mount import MountConfig
+from remotefs.config import MountConfig
 
 __all__ = ["Backend", "open_backend"]
 
@@ -21,7 +17,7 @@ def open_backend(config: MountConfig, client: httpx.AsyncClient) -> Backend:
         CredentialsError: no usable credentials (a one-line message naming where it looked).
     """
     from remotefs.credentials import genestack_credentials, sevenbridges_credentials
-    from remotefs.http import RetryPolicy
+    from remotefs.http.retry import RetryPolicy
 
     policy = RetryPolicy(operation_timeout=config.deadline)
     if config.platform == "sevenbridges":

@@ -8,9 +8,23 @@ backend never knows about FUSE. All methods are trio-async and raise only
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Iterable
+from typing import Any, Protocol
 
 from remotefs.model import RemoteEntry
+
+
+class Memory(Protocol):
+    """Small JSON values a backend keeps across mounts (ODM sizes), in the endpoint's cache
+    directory (:class:`remotefs.cache.records.RecordStore`)."""
+
+    def load_values(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values remembered under ``keys`` (blocking: call from a worker thread)."""
+        ...
+
+    def remember_value(self, key: str, value: Any) -> None:
+        """Keep ``value`` under ``key`` (queued; does not block)."""
+        ...
 
 
 class Backend(Protocol):
@@ -18,6 +32,9 @@ class Backend(Protocol):
     """``sbg`` or ``odm``: metadata is served as ``user.<xattr_namespace>.<key>``."""
     cache_scope: str
     """The endpoint the IDs belong to: cached bytes are kept per platform and scope."""
+    user_key: str
+    """A keyed hash of the credentials (never the token): what a user's listings are kept
+    under in the record cache, so that two tokens never see each other's folders."""
 
     async def check(self) -> None:
         """Verify the credentials and the target (project…) before mounting.
@@ -29,8 +46,16 @@ class Backend(Protocol):
         ...
 
     def root(self) -> RemoteEntry:
-        """The entry of the mount's root directory."""
+        """The entry of the mount's root directory (after :meth:`check`)."""
         ...
+
+    memory: Memory | None
+    """Where the backend keeps small values across mounts (ODM sizes); set by the mount
+    once the endpoint's cache directory is open (``None``: nothing is kept)."""
+    root_key: str
+    """What names the root among this user's mounts of the endpoint (the SB project, or
+    ``""``): a remount that cannot reach the platform starts from the root remembered
+    under it."""
 
     async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
         """All children of ``directory``, every page fetched, every size known."""

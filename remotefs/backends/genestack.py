@@ -14,7 +14,9 @@ of ``HEAD …/files/{accession}/download`` (A20). HEADs for a listing are issued
 (at most :data:`HEAD_CONCURRENCY` at once) and concurrent listings share them per accession
 (:class:`SingleFlight`). Sizes are cached per accession, with the metadata's update time they
 were learned under: a re-listing issues no HEAD for a file whose ``genestack:file.last-update``
-(or ``genestack:dateCreated``) is unchanged, for the life of the backend.
+(or ``genestack:dateCreated``) is unchanged, for the life of the backend, and across mounts
+when the mount gives the backend a ``memory`` (read for a whole listing at once, in a worker
+thread, before any HEAD is sent).
 
 Times: ``genestack:file.last-update`` or ``genestack:dateCreated`` when present and parseable
 (A19), else the HEAD's ``Last-Modified`` when a HEAD was made, else 0.
@@ -22,9 +24,9 @@ Times: ``genestack:file.last-update`` or ``genestack:dateCreated`` when present 
 
 Reading: ``GET …/files/{accession}/download`` with one ``Range`` and
 ``Accept: application/octet-stream``; a 206 must match the range exactly (A23; see
-:func:`~remotefs.http.range_body`). The token travels in ``Genestack-API-Token`` or, for an
+:func:`~remotefs.http.ranges.range_body`). The token travels in ``Genestack-API-Token`` or, for an
 OAuth access token, ``Authorization: Bearer``; never both (spec 2.2). ODM documents no rate
-limit; a 429's ``Retry-After`` is honoured by :func:`~remotefs.http.send` (A24). The client
+limit; a 429's ``Retry-After`` is honoured by :func:`~remotefs.http.send.send` (A24). The client
 belongs to the caller; :meth:`aclose` only drops the caches.
 """
 
@@ -33,25 +35,21 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import quote
 
 import httpx
+import trio
 
-from remotefs.backends.base import read_length
+from remotefs.backends.base import Memory, read_length
+from remotefs.concurrency import SingleFlight, gather_limited
 from remotefs.credentials import Secret, as_secret
 from remotefs.errors import AccessDenied, NotFound, ProtocolError
-from remotefs.http import (
-    DEFAULT_POLICY,
-    RetryPolicy,
-    SingleFlight,
-    gather_limited,
-    parse_http_date_ns,
-    parse_iso8601_ns,
-    range_body,
-    range_header,
-    send,
-)
+from remotefs.http.ranges import range_body, range_header
+from remotefs.http.retry import DEFAULT_POLICY, RetryPolicy
+from remotefs.http.send import send
+from remotefs.http.wire import parse_http_date_ns, parse_iso8601_ns
 from remotefs.model import RemoteEntry, compact_json
 
 log = logging.getLogger(__name__)
@@ -84,6 +82,23 @@ class _Sized:
     stamp: str | None
     """The metadata's update time when the size was learned; a new one invalidates it."""
 
+    def as_json(self) -> list[Any]:
+        return [self.size, self.last_modified_ns, self.stamp]
+
+    @classmethod
+    def from_json(cls, value: Any) -> _Sized | None:
+        """The inverse of :meth:`as_json`; ``None`` for anything malformed."""
+        if not isinstance(value, list) or len(value) != 3:
+            return None
+        size, modified, stamp = value
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            return None
+        if modified is not None and (isinstance(modified, bool) or not isinstance(modified, int)):
+            return None
+        if stamp is not None and not isinstance(stamp, str):
+            return None
+        return cls(size, modified, stamp)
+
 
 class GenestackBackend:
     """All ODM files visible to one user, by study and all together."""
@@ -109,6 +124,9 @@ class GenestackBackend:
         self.cache_scope = self._host
         """Where the accessions come from (the host root): keeps the block caches of two
         servers apart. Holds no secret."""
+        self.user_key = self._token.fingerprint(f"remotefs user of {self._host}")
+        self.root_key = ""
+        self.memory: Memory | None = None
 
     # --- requests -------------------------------------------------------------------------
 
@@ -117,16 +135,13 @@ class GenestackBackend:
             return {"Authorization": f"Bearer {self._token.reveal()}"}
         return {"Genestack-API-Token": self._token.reveal()}
 
-    async def _get_json(
-        self, path: str, params: Mapping[str, str | int] | None, deadline: float
-    ) -> Any:
+    async def _get_json(self, path: str, params: Mapping[str, str | int] | None) -> Any:
         response = await send(
             self._client,
             "GET",
             f"{self._host}{API}{path}",
             headers={**self._auth(), "Accept": "application/json"},
             params=params,
-            deadline=deadline,
             policy=self._policy,
         )
         try:
@@ -134,19 +149,17 @@ class GenestackBackend:
         except ValueError:
             raise ProtocolError(f"GET {API}{path}: the answer is not JSON") from None
 
-    async def _paged(self, path: str, deadline: float) -> list[dict[str, Any]]:
+    async def _paged(self, path: str) -> list[dict[str, Any]]:
         """Every object of a ``ListResponse`` (spec 2.5): first page, then the rest at once."""
-        first = await self._get_json(path, {"pageLimit": PAGE_LIMIT, "pageOffset": 0}, deadline)
+        first = await self._get_json(path, {"pageLimit": PAGE_LIMIT, "pageOffset": 0})
         data, total = _page(first, path)
         offsets = range(PAGE_LIMIT, total, PAGE_LIMIT)
 
         async def page(offset: int) -> list[dict[str, Any]]:
-            body = await self._get_json(
-                path, {"pageLimit": PAGE_LIMIT, "pageOffset": offset}, deadline
-            )
+            body = await self._get_json(path, {"pageLimit": PAGE_LIMIT, "pageOffset": offset})
             return _page(body, path)[0]
 
-        for more in await gather_limited([lambda o=o: page(o) for o in offsets], PAGE_CONCURRENCY):
+        for more in await gather_limited([partial(page, o) for o in offsets], PAGE_CONCURRENCY):
             data.extend(more)
         return data
 
@@ -154,7 +167,7 @@ class GenestackBackend:
 
     async def check(self) -> None:
         try:
-            await self._get_json("/files", {"pageLimit": 0}, self._policy.deadline())  # A28
+            await self._get_json("/files", {"pageLimit": 0})  # A28
         except AccessDenied as exc:
             raise AccessDenied(f"the Genestack token was refused ({exc})") from None
 
@@ -162,24 +175,23 @@ class GenestackBackend:
         return RemoteEntry(id=ROOT_ID, name="", is_dir=True)
 
     async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
-        deadline = self._policy.deadline()
         if directory.id == ROOT_ID:
             return [
                 RemoteEntry(id=STUDIES_ID, name="studies", is_dir=True),
                 RemoteEntry(id=ALL_ID, name="all", is_dir=True),
             ]
         if directory.id == STUDIES_ID:
-            studies = await self._paged("/studies", deadline)
+            studies = await self._paged("/studies")
             return [entry for s in studies if (entry := _study_entry(s)) is not None]
         if directory.id == ALL_ID:
-            return await self._file_entries(await self._paged("/files", deadline), deadline)
+            return await self._file_entries(await self._paged("/files"))
         if directory.id.startswith(STUDY_PREFIX):
             accession = directory.id[len(STUDY_PREFIX) :]
             path = f"/integration/link/files/by/study/{quote(accession, safe='')}"
-            files = await self._get_json(path, None, deadline)
+            files = await self._get_json(path, None)
             if not isinstance(files, list):
                 raise ProtocolError(f"GET {API}{path}: expected a JSON array")
-            return await self._file_entries(files, deadline)
+            return await self._file_entries(files)
         raise NotFound(f"{directory.id}: not an ODM directory")
 
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
@@ -196,7 +208,6 @@ class GenestackBackend:
                 "Accept": "application/octet-stream",
                 "Accept-Encoding": "identity",
             },
-            deadline=self._policy.deadline(),
             policy=self._policy,
             expected=(200, 206),
             raw=True,
@@ -211,7 +222,7 @@ class GenestackBackend:
     def _download_url(self, accession: str) -> str:
         return f"{self._host}{API}/files/{quote(accession, safe='')}/download"
 
-    async def _file_entries(self, objects: list[Any], deadline: float) -> list[RemoteEntry]:
+    async def _file_entries(self, objects: list[Any]) -> list[RemoteEntry]:
         """Entries for metadata objects, in order, every size known (HEADs concurrent)."""
         files = []
         for obj in objects:
@@ -224,8 +235,10 @@ class GenestackBackend:
                 files.append(obj)
             else:
                 log.warning("skipping an ODM object without an accession or name: %.200r", obj)
+        if self.memory is not None:
+            await self._recall_sizes(files)
         sized = await gather_limited(
-            [lambda obj=obj: self._size_of(obj, deadline) for obj in files], HEAD_CONCURRENCY
+            [partial(self._size_of, obj) for obj in files], HEAD_CONCURRENCY
         )
         entries = []
         for obj, info in zip(files, sized, strict=True):
@@ -233,7 +246,21 @@ class GenestackBackend:
                 entries.append(_file_entry(obj, info))
         return entries
 
-    async def _size_of(self, obj: Mapping[str, Any], deadline: float) -> _Sized | None:
+    async def _recall_sizes(self, files: list[dict[str, Any]]) -> None:
+        """Sizes a previous mount learned (by HEAD) for ``files``, into memory: one
+        worker-thread read for the whole listing, before any HEAD is sent."""
+        assert self.memory is not None
+        wanted = [f[ACCESSION] for f in files if f[ACCESSION] not in self._sizes]
+        if not wanted:
+            return
+        for accession, value in (
+            await trio.to_thread.run_sync(self.memory.load_values, wanted)
+        ).items():
+            sized = _Sized.from_json(value)
+            if sized is not None:
+                self._sizes[accession] = sized
+
+    async def _size_of(self, obj: Mapping[str, Any]) -> _Sized | None:
         """The file's size from its metadata, the cache, or a HEAD; ``None``: it is gone."""
         stamp = _stamp(obj)
         for key in SIZE_KEYS:
@@ -255,7 +282,6 @@ class GenestackBackend:
                     "HEAD",
                     self._download_url(accession),
                     headers=self._auth(),  # the client sets no Accept on HEAD (spec 2.3)
-                    deadline=deadline,
                     policy=self._policy,
                 )
             except NotFound:
@@ -268,6 +294,8 @@ class GenestackBackend:
                 int(length), parse_http_date_ns(response.headers.get("last-modified")), stamp
             )
             self._sizes[accession] = info
+            if self.memory is not None:
+                self.memory.remember_value(accession, info.as_json())
             return info
 
         return await self._head_flights.run(accession, head)

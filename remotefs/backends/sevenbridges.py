@@ -37,25 +37,21 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
-from remotefs.backends.base import read_length
+from remotefs.backends.base import Memory, read_length
+from remotefs.concurrency import SingleFlight, gather_limited
 from remotefs.credentials import Secret, as_secret
 from remotefs.errors import AccessDenied, NotFound, ProtocolError
-from remotefs.http import (
-    DEFAULT_POLICY,
-    RateLimitState,
-    RetryPolicy,
-    SingleFlight,
-    gather_limited,
-    parse_iso8601_ns,
-    range_body,
-    range_header,
-    send,
-)
+from remotefs.http.ranges import range_body, range_header
+from remotefs.http.ratelimit import RateLimitState
+from remotefs.http.retry import DEFAULT_POLICY, RetryPolicy
+from remotefs.http.send import send
+from remotefs.http.wire import parse_iso8601_ns
 from remotefs.model import RemoteEntry, compact_json
 
 log = logging.getLogger(__name__)
@@ -112,36 +108,35 @@ class SevenBridgesBackend:
         self._policy = policy
         self._rate = RateLimitState()
         self._project_record: dict[str, Any] | None = None
-        self._project_of_root: dict[str, str] = {}  # root folder ID → owner/name
         self._urls: dict[str, SignedUrl] = {}
         self._url_flights: SingleFlight[str, SignedUrl] = SingleFlight()
         self.cache_scope = self._api
         """Where the IDs come from (the API base URL): keeps the block caches of two
         platforms apart. Holds no secret."""
+        self.user_key = self._token.fingerprint(f"remotefs user of {self._api}")
+        self.root_key = project or ""
+        self.memory: Memory | None = None  # nothing of SB's is kept but its listings
 
     # --- requests -------------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
         return {"X-SBG-Auth-Token": self._token.reveal(), "Accept": "application/json"}
 
-    async def _get(
-        self, path: str, params: Mapping[str, str | int] | None, deadline: float
-    ) -> httpx.Response:
+    async def _get(self, path: str, params: Mapping[str, str | int] | None) -> httpx.Response:
         return await send(
             self._client,
             "GET",
             f"{self._api}{path}",
             headers=self._headers(),
             params=params,
-            deadline=deadline,
             policy=self._policy,
             rate_limit=self._rate,
         )
 
     async def _get_json(
-        self, path: str, params: Mapping[str, str | int] | None, deadline: float
+        self, path: str, params: Mapping[str, str | int] | None
     ) -> tuple[Any, httpx.Response]:
-        response = await self._get(path, params, deadline)
+        response = await self._get(path, params)
         try:
             return response.json(), response
         except ValueError:
@@ -151,7 +146,6 @@ class SevenBridgesBackend:
         self,
         path: str,
         params: dict[str, str | int],
-        deadline: float,
         convert: Callable[[list[dict[str, Any]]], list[T]],
     ) -> list[T]:
         """Every item of a paged collection (spec 1.3): the first page, then the rest at once.
@@ -160,25 +154,21 @@ class SevenBridgesBackend:
         arrives: a 100,000-entry folder never holds 100,000 decoded JSON records at once
         (they would cost ~160 MB, and fragment the heap for the rest of the mount's life).
         """
-        first, response = await self._get_json(
-            path, {**params, "offset": 0, "limit": PAGE_LIMIT}, deadline
-        )
+        first, response = await self._get_json(path, {**params, "offset": 0, "limit": PAGE_LIMIT})
         items = convert(_items(first, path))
         total_header = response.headers.get("x-total-matching-query", "")
         if not total_header.strip().isdigit():
             # Not seen from the real API or the emulator; follow the links rather than fail.
             log.debug("GET %s: no X-Total-Matching-Query; following next links", path)
-            return _unique(items + convert(await self._follow_links(first, path, deadline)))
+            return _unique(items + convert(await self._follow_links(first, path)))
         total = int(total_header)
         offsets = range(PAGE_LIMIT, total, PAGE_LIMIT)
 
         async def page(offset: int) -> list[T]:
-            body, _ = await self._get_json(
-                path, {**params, "offset": offset, "limit": PAGE_LIMIT}, deadline
-            )
+            body, _ = await self._get_json(path, {**params, "offset": offset, "limit": PAGE_LIMIT})
             return convert(_items(body, path))
 
-        pages = await gather_limited([lambda o=o: page(o) for o in offsets], PAGE_CONCURRENCY)
+        pages = await gather_limited([partial(page, o) for o in offsets], PAGE_CONCURRENCY)
         for more in pages:
             items.extend(more)
         if len(items) != total:
@@ -190,7 +180,7 @@ class SevenBridgesBackend:
             )
         return _unique(items)
 
-    async def _follow_links(self, body: Any, path: str, deadline: float) -> list[dict[str, Any]]:
+    async def _follow_links(self, body: Any, path: str) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []
         while (url := _next_link(body)) is not None:
             response = await send(
@@ -198,7 +188,6 @@ class SevenBridgesBackend:
                 "GET",
                 url,
                 headers=self._headers(),
-                deadline=deadline,
                 policy=self._policy,
                 rate_limit=self._rate,
             )
@@ -212,9 +201,8 @@ class SevenBridgesBackend:
     # --- Backend protocol -----------------------------------------------------------------
 
     async def check(self) -> None:
-        deadline = self._policy.deadline()
         try:
-            await self._get("/user", None, deadline)
+            await self._get("/user", None)
         except AccessDenied as exc:
             raise AccessDenied(f"the Seven Bridges token was refused ({exc})") from None
         if self._project is None:
@@ -222,7 +210,7 @@ class SevenBridgesBackend:
         owner, name = self._project.split("/")
         try:
             record, _ = await self._get_json(
-                f"/projects/{quote(owner, safe='')}/{quote(name, safe='')}", None, deadline
+                f"/projects/{quote(owner, safe='')}/{quote(name, safe='')}", None
             )
         except NotFound:
             raise NotFound(f"project {self._project} does not exist") from None
@@ -231,7 +219,6 @@ class SevenBridgesBackend:
         if not isinstance(record, dict) or not isinstance(record.get("root_folder"), str):
             raise ProtocolError(f"project {self._project}: the answer has no root_folder")
         self._project_record = record
-        self._project_of_root[record["root_folder"]] = self._project
 
     def root(self) -> RemoteEntry:
         if self._project is None:
@@ -241,37 +228,32 @@ class SevenBridgesBackend:
         return _project_entry(self._project_record)
 
     async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
-        deadline = self._policy.deadline()
         if directory.id == ROOT_ID:
-            projects = await self._collection("/projects/", {"fields": "_all"}, deadline, _records)
+            projects = await self._collection("/projects/", {"fields": "_all"}, _records)
             owners = dict.fromkeys(_owner(p) for p in projects if _owner(p))
             return [RemoteEntry(id=OWNER_PREFIX + o, name=o, is_dir=True) for o in owners]
         if directory.id.startswith(OWNER_PREFIX):
             owner = directory.id[len(OWNER_PREFIX) :]
             projects = await self._collection(
-                f"/projects/{quote(owner, safe='')}", {"fields": "_all"}, deadline, _records
+                f"/projects/{quote(owner, safe='')}", {"fields": "_all"}, _records
             )
             entries = []
             for record in projects:
                 if _owner(record) != owner or not isinstance(record.get("root_folder"), str):
                     log.warning("skipping a malformed project of %s: %.200r", owner, record)
                     continue
-                self._project_of_root[record["root_folder"]] = record["id"]
                 entries.append(_project_entry(record))
             return entries
-        project = self._project_of_root.get(directory.id)
+        project = _project_of(directory)
         where: dict[str, str | int] = {"project": project} if project else {"parent": directory.id}
-        return await self._collection(
-            "/files", {**where, "fields": "_all"}, deadline, _file_entries
-        )
+        return await self._collection("/files", {**where, "fields": "_all"}, _file_entries)
 
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
         length = read_length(entry, offset, size)
         if length == 0:
             return b""
-        deadline = self._policy.deadline()
         what = f"file {entry.id} ({entry.name!r})"
-        signed = await self._signed_url(entry.id, deadline)
+        signed = await self._signed_url(entry.id)
         refreshed = False
         while True:
             response = await send(
@@ -280,7 +262,6 @@ class SevenBridgesBackend:
                 signed.url,
                 # No auth header: the signature is the credential (spec 1.8).
                 headers={"Range": range_header(offset, length), "Accept-Encoding": "identity"},
-                deadline=deadline,
                 policy=self._policy,
                 expected=(200, 206, 403),
                 raw=True,
@@ -297,7 +278,7 @@ class SevenBridgesBackend:
                     "(is this machine's clock right?)"
                 )
             log.debug("%s: the signed URL expired; asking for a new one", what)
-            signed = await self._signed_url(entry.id, deadline, stale=signed.url)
+            signed = await self._signed_url(entry.id, stale=signed.url)
             refreshed = True
 
     async def aclose(self) -> None:
@@ -305,9 +286,7 @@ class SevenBridgesBackend:
 
     # --- signed URLs ------------------------------------------------------------------------
 
-    async def _signed_url(
-        self, file_id: str, deadline: float, stale: str | None = None
-    ) -> SignedUrl:
+    async def _signed_url(self, file_id: str, stale: str | None = None) -> SignedUrl:
         """The cached URL if still good, else one shared ``download_info`` call.
 
         ``stale``: a URL storage just refused as expired; a different cached URL (another
@@ -321,9 +300,7 @@ class SevenBridgesBackend:
             current = self._urls.get(file_id)
             if current is not None and current.url != stale and current.usable(time.time()):
                 return current
-            body, _ = await self._get_json(
-                f"/files/{quote(file_id, safe='')}/download_info", None, deadline
-            )
+            body, _ = await self._get_json(f"/files/{quote(file_id, safe='')}/download_info", None)
             url = body.get("url") if isinstance(body, dict) else None
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 raise ProtocolError(f"file {file_id}: download_info has no usable url")
@@ -392,6 +369,17 @@ def _file_entries(items: list[dict[str, Any]]) -> list[RemoteEntry]:
     return [entry for entry in map(_file_entry, items) if entry is not None]
 
 
+def _project_of(directory: RemoteEntry) -> str | None:
+    """``owner/name`` when ``directory`` is a project's root folder (its record is the
+    project's, whose ``root_folder`` is the entry's ID), else ``None``: its files are listed
+    with ``project=`` (the documented form, spec 1.5), a folder's with ``parent=``."""
+    if b'"root_folder"' in directory.record_json:  # cheap: most folders are not projects
+        record = directory.record
+        if record.get("root_folder") == directory.id and isinstance(record.get("id"), str):
+            return str(record["id"])
+    return None
+
+
 def _owner(project: Mapping[str, Any]) -> str:
     pid = project.get("id")
     return pid.split("/", 1)[0] if isinstance(pid, str) and pid.count("/") == 1 else ""
@@ -429,10 +417,11 @@ def _file_entry(item: dict[str, Any]) -> RemoteEntry | None:
     is_dir = str(item.get("type", "")).lower() == "folder"  # A1: case varies in the docs
     size = 0
     if not is_dir:
-        size = item.get("size")
-        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        listed = item.get("size")
+        if isinstance(listed, bool) or not isinstance(listed, int) or listed < 0:
             log.warning("skipping file %s (%r): no valid size in its listing", item_id, name)
             return None
+        size = listed
     raw_metadata = item.get("metadata")
     metadata: dict[str, Any] = dict(raw_metadata) if isinstance(raw_metadata, dict) else {}
     tags = item.get("tags")

@@ -22,7 +22,8 @@ from remotefs.emulator.content import CHUNK, GeneratedContent
 from remotefs.emulator.control import Knobs
 from remotefs.emulator.dataset import Dataset
 from remotefs.errors import AccessDenied, NotFound, ProtocolError
-from remotefs.http import make_client, parse_iso8601_ns
+from remotefs.http.client import make_client
+from remotefs.http.wire import parse_iso8601_ns
 from remotefs.model import RemoteEntry
 from tests.conftest import TOKEN
 

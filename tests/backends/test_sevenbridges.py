@@ -21,7 +21,7 @@ from remotefs.emulator.content import CHUNK, GeneratedContent
 from remotefs.emulator.control import Knobs
 from remotefs.emulator.dataset import Dataset, Node
 from remotefs.errors import AccessDenied, NotFound
-from remotefs.http import make_client
+from remotefs.http.client import make_client
 from remotefs.model import RemoteEntry
 from tests.conftest import PROJECT, TOKEN
 from tests.support.data import MANY
