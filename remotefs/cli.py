@@ -13,18 +13,24 @@ import sys
 from pathlib import Path
 
 from remotefs import __version__
+from remotefs.config import (
+    DEFAULT_CACHE_SIZE,
+    DEFAULT_TIMEOUT,
+    DEFAULT_TTL,
+    PLATFORMS,
+    MountConfig,
+    default_cache_root,
+)
 
 TOKENS_ENV = "REMOTEFS_EMULATOR_TOKENS"
 DEFAULT_EMULATOR_TOKEN = "demo-token"
+EXIT_USAGE = 2
+EXIT_CRASHED = 70
+"""``EX_SOFTWARE``: the mount stopped for a reason nobody asked for (logged at CRITICAL)."""
 
 
 class UsageError(Exception):
     """A mistake the user can fix; printed as one line."""
-
-
-def default_cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "remotefs"
 
 
 def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -42,6 +48,8 @@ def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument("--latency-ms", type=float, default=0.0, help="added to every request")
     p.add_argument("--fail-every", type=int, default=0, help="every Nth request answers 503")
     p.add_argument("--drop-every", type=int, default=0, help="every Nth download drops midway")
+    p.add_argument("--stall-every", type=int, default=0, help="every Nth download stalls midway")
+    p.add_argument("--stall-ms", type=float, default=0.0, help="how long a stall lasts")
     p.add_argument("--rate-limit", type=int, default=1000, help="SB requests per window")
     p.add_argument("--rate-window", type=float, default=300.0, help="SB window, seconds")
     p.add_argument("--odm-rate-limit", type=int, default=0, help="ODM requests per window (0: off)")
@@ -61,7 +69,20 @@ def _tokens(args: argparse.Namespace) -> set[str]:
     return tokens or {DEFAULT_EMULATOR_TOKEN}
 
 
+def _require_emulator_stack() -> None:
+    """The emulator's HTTP server is an extra (a mount does not need it): say how to get it."""
+    try:
+        import anyio  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(
+            f"the emulator needs its server stack ({exc.name} is missing): "
+            "pip install 'remotefs[emulator]'"
+        ) from None
+
+
 def _run_emulator(args: argparse.Namespace) -> int:
+    _require_emulator_stack()
     from remotefs.emulator.app import create_app
     from remotefs.emulator.control import Knobs
     from remotefs.emulator.dataset import DatasetError, load_dataset
@@ -85,6 +106,8 @@ def _run_emulator(args: argparse.Namespace) -> int:
         latency_ms=args.latency_ms,
         fail_every=args.fail_every,
         drop_every=args.drop_every,
+        stall_every=args.stall_every,
+        stall_ms=args.stall_ms,
         sb_rate_limit=args.rate_limit,
         sb_rate_window=args.rate_window,
         odm_rate_limit=args.odm_rate_limit,
@@ -106,6 +129,7 @@ def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    _require_emulator_stack()
     from remotefs.demo import DemoError, run_demo
 
     try:
@@ -135,7 +159,7 @@ def parse_size(text: str) -> int:
 def _mount_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("mount", help="mount a platform as a read-only directory tree")
     p.add_argument("mountpoint", type=Path)
-    p.add_argument("--platform", choices=["sevenbridges", "genestack"], required=True)
+    p.add_argument("--platform", choices=PLATFORMS, required=True)
     p.add_argument("--api-url", help="SB: the API endpoint (…/v2); Genestack: the host root")
     p.add_argument("--project", help="SB: mount this project (owner/name) as the root")
     p.add_argument(
@@ -143,9 +167,16 @@ def _mount_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     p.add_argument("--token-file", type=Path, help="Genestack: file holding the API token")
     p.add_argument("--cache-dir", type=Path, help="default: $XDG_CACHE_HOME/remotefs")
-    p.add_argument("--cache-size", type=parse_size, default=parse_size("10G"), help="default 10G")
-    p.add_argument("--ttl", type=float, default=60.0, help="seconds listings are trusted")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds before a read gets EIO")
+    p.add_argument(
+        "--cache-size",
+        type=parse_size,
+        default=DEFAULT_CACHE_SIZE,
+        help=f"default {DEFAULT_CACHE_SIZE >> 30}G",
+    )
+    p.add_argument("--ttl", type=float, default=DEFAULT_TTL, help="seconds listings are trusted")
+    p.add_argument(
+        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before a read gets EIO"
+    )
     p.add_argument("--allow-other", action="store_true", help="let other users read the mount")
     p.add_argument("--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--debug", action="store_true", help="log at DEBUG level")
@@ -168,9 +199,7 @@ def setup_logging(debug: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _mount_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from remotefs.mount import MountConfig
-
+def _mount_config(args: argparse.Namespace) -> MountConfig:
     return MountConfig(
         mountpoint=args.mountpoint.absolute(),
         platform=args.platform,
@@ -189,27 +218,38 @@ def _mount_config(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _run_mount(args: argparse.Namespace) -> int:
     if not args.foreground:
         return _daemonize(args)
+    import logging
+
     import trio
 
     from remotefs.credentials import CredentialsError
     from remotefs.mount import MountError, serve
-
-    setup_logging(args.debug)
     from remotefs.ready import READY_FD_ENV
 
+    setup_logging(args.debug)
     ready_fd = int(os.environ.pop(READY_FD_ENV, "-1"))
 
-    def on_ready() -> None:
+    def report(line: str) -> None:
+        nonlocal ready_fd
         if ready_fd >= 0:
-            os.write(ready_fd, b"ready\n")
+            os.write(ready_fd, f"{line}\n".encode())
             os.close(ready_fd)
+            ready_fd = -1
 
     try:
-        trio.run(serve, _mount_config(args), on_ready)
+        trio.run(serve, _mount_config(args), lambda: report("ready"))
     except (MountError, CredentialsError) as exc:
-        if ready_fd >= 0:
-            os.write(ready_fd, f"error: {exc}\n".encode())
+        report(f"error: {exc}")
         raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:  # a SIGINT before the mount's own handler was in place
+        report("error: interrupted")
+        return 130
+    except BaseException as exc:
+        logging.getLogger("remotefs").critical(
+            "the mount of %s stopped unexpectedly: %s", args.mountpoint, exc, exc_info=exc
+        )
+        report(f"error: the mount stopped unexpectedly: {exc}")
+        return EXIT_CRASHED
     return 0
 
 
@@ -269,6 +309,6 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except UsageError as exc:
         print(f"remotefs: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

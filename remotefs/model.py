@@ -51,8 +51,10 @@ class RemoteEntry:
 
     @property
     def record(self) -> dict[str, Any]:
-        return json.loads(self.record_json)  # type: ignore[no-any-return]
+        record: dict[str, Any] = json.loads(self.record_json)
+        return record
 
     @property
     def metadata(self) -> dict[str, Any]:
-        return json.loads(self.metadata_json)  # type: ignore[no-any-return]
+        metadata: dict[str, Any] = json.loads(self.metadata_json)
+        return metadata

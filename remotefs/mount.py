@@ -4,8 +4,13 @@ Order of events (each step fails with a one-line ``MountError`` before anything 
 
 1. the mount point is checked (exists, is a directory, is empty; a dead FUSE mount left by a
    killed process is detached with ``fusermount3 -uz`` and reported);
-2. the cache directory is opened (created 0700, and locked: one mount per cache directory);
-3. the backend checks the credentials and the target (``check()``, under the deadline);
+2. the cache directory is opened (created 0700, and locked: one mount per cache directory),
+   with its block store and its record store (listings, root, sizes: ``cache.records``);
+3. the backend checks the credentials and the target (``check()``, under the deadline; a
+   platform that cannot be connected to at all is said within ``CONNECT_BUDGET``). If the
+   platform cannot be reached but the record store holds the root a previous mount had,
+   the mount comes up from what that mount knew (one WARNING): cached folders list, cached
+   bytes read; the check is retried in the background and its outcome logged;
 4. ``pyfuse3.init`` mounts read-only and ``pyfuse3.main`` starts serving;
 5. once the kernel has taken the reply to FUSE_INIT (a ``stat`` of the mount point has been
    answered), the mount's read-ahead is raised to ``KERNEL_READAHEAD`` where we may (root),
@@ -13,6 +18,13 @@ Order of events (each step fails with a one-line ``MountError`` before anything 
    ``READY=1``): a ready mount answers, and reads of it come in 1 MiB requests;
 6. it serves until ``fusermount3 -u`` or SIGINT/SIGTERM, which call ``pyfuse3.terminate``;
    then the session is closed and the mount point released.
+
+**The process never ends by accident.** The FUSE loop ends for two reasons only: the mount
+was detached (``fusermount3 -u``, ``umount``) or a signal asked for it. If it ends while the
+kernel still shows the mount attached and no signal came, or if anything escapes the
+loop, :class:`UnexpectedStop` (or the escaping exception) leaves :func:`serve`; the command
+line logs it at CRITICAL with its traceback and exits non-zero (``remotefs.cli``), and
+systemd restarts the unit.
 """
 
 from __future__ import annotations
@@ -21,6 +33,8 @@ import errno
 import hashlib
 import logging
 import os
+import random
+import re
 import signal
 import subprocess
 from collections.abc import Callable
@@ -33,12 +47,17 @@ import trio
 from remotefs.backends import open_backend
 from remotefs.backends.base import Backend
 from remotefs.cache.blockcache import BlockCache
+from remotefs.cache.reader import Reader
+from remotefs.cache.records import RecordStore
 from remotefs.cache.store import CacheDirError
-from remotefs.errors import AccessDenied, NotFound, RemoteError
+from remotefs.config import MountConfig
+from remotefs.errors import AccessDenied, NotFound, RemoteError, Transient
 from remotefs.fs.namespace import ROOT_INODE, Namespace
 from remotefs.fs.operations import Operations
-from remotefs.http import make_client
+from remotefs.http.client import make_client
+from remotefs.http.send import give_up_connecting_after
 from remotefs.memory import bound_malloc
+from remotefs.model import RemoteEntry
 from remotefs.systemd import notify
 
 log = logging.getLogger(__name__)
@@ -49,27 +68,30 @@ the size of the kernel's FUSE reads (libfuse allows up to 1 MiB): strace of a ``
 300 MiB counted 2,401 replies at 128 KiB and 301 at 1 MiB; warm re-reads, where each page
 the kernel dropped is a round trip through the mount, went from 0.24-0.59x to 0.86-0.95x of
 a /dev/shm copy (``scripts/bench mount``). 4 and 16 MiB measured no better than 1 MiB."""
+CONNECT_BUDGET = 3.0
+"""Seconds the first requests of a mount try to connect before the platform is said to be
+unreachable (a mount that is up retries until each operation's deadline)."""
+RECHECK_FIRST, RECHECK_MAX = 2.0, 60.0
+"""Seconds between the background checks of a mount that came up without the platform:
+doubling from the first to the last (with jitter), one request each."""
 
 
 class MountError(Exception):
     """A problem found before mounting; printed as one line."""
 
 
-@dataclass(frozen=True)
-class MountConfig:
-    mountpoint: Path
-    platform: str  # "sevenbridges" | "genestack"
-    api_url: str | None = None
-    project: str | None = None
-    profile: str | None = None
-    token_file: Path | None = None
-    cache_dir: Path = Path("~/.cache/remotefs")
-    cache_size: int = 10 << 30
-    allow_other: bool = False
-    ttl: float = 60.0
-    """Seconds a directory listing (and the kernel's attributes) are trusted."""
-    deadline: float = 30.0
-    """Seconds any one filesystem operation may wait for the network before EIO."""
+class UnexpectedStop(Exception):
+    """The FUSE loop ended while the mount was still attached and nobody asked it to stop."""
+
+
+@dataclass
+class _Session:
+    """What the serving tasks learn about the mount they serve."""
+
+    device: int | None = None
+    """``st_dev`` of the mount, once the kernel answers for it."""
+    stop_requested: bool = False
+    """A signal asked the loop to end."""
 
 
 def check_mountpoint(path: Path) -> None:
@@ -103,49 +125,111 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
     async with make_client() as client:
         backend = open_backend(config, client)
         namespace = f"{backend.xattr_namespace}@{backend.cache_scope}"
+        directory = cache_directory(config.cache_dir, namespace)
         try:  # local checks first: they are instant, the platform's may take the deadline
             cache = BlockCache(
-                cache_directory(config.cache_dir, namespace),
+                directory,
                 size_limit=config.cache_size,
                 fetch=backend.read,
                 namespace=namespace,
+                timeout=config.deadline,
             )
         except CacheDirError as exc:
             raise MountError(str(exc)) from None
+        records = RecordStore(directory / "records", user_key=backend.user_key)
+        backend.memory = records
         try:
-            await _check(backend, config)
-            ops = Operations(
-                Namespace(backend, ttl=config.ttl), cache, ttl=config.ttl, deadline=config.deadline
+            root, reachable = await _root(backend, config, records)
+            names = Namespace(
+                backend, root, ttl=config.ttl, timeout=config.deadline, records=records
             )
+            ops = Operations(names, Reader(cache), ttl=config.ttl, deadline=config.deadline)
+            session = _Session()
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(cache.run)
-                    nursery.start_soon(_terminate_on_signal)
-                    nursery.start_soon(_list_root, ops.ns, config.deadline)
-                    nursery.start_soon(_announce_once_initialised, config, on_ready)
+                    await nursery.start(records.run)
+                    await nursery.start(names.run)
+                    nursery.start_soon(_terminate_on_signal, session)
+                    nursery.start_soon(_list_root, names, config.deadline)
+                    nursery.start_soon(_announce_once_initialised, config, session, on_ready)
+                    if not reachable:
+                        nursery.start_soon(_confirm_when_reachable, backend, config)
                     await pyfuse3.main()
                     nursery.cancel_scope.cancel()
+                _check_stopped_on_purpose(config, session)
             finally:
                 notify("STOPPING=1")
                 pyfuse3.close(unmount=True)
                 log.info("unmounted %s", config.mountpoint)
         finally:
             cache.close()
+            records.close()
             await backend.aclose()
 
 
-async def _check(backend: Backend, config: MountConfig) -> None:
-    """The backend's own check (credentials, project), as one-line ``MountError``s."""
+async def _root(
+    backend: Backend, config: MountConfig, records: RecordStore
+) -> tuple[RemoteEntry, bool]:
+    """The mount's root, and whether the platform answered for it (else it is the root a
+    previous mount remembered)."""
     try:
-        with trio.fail_after(config.deadline):
+        await _check(backend, config)
+    except Transient as exc:
+        saved = await trio.to_thread.run_sync(records.load_root, backend.root_key)
+        if saved is None:
+            raise MountError(
+                f"cannot reach the platform at {config.api_url or 'its API'}: {exc}"
+            ) from None
+        log.warning(
+            "cannot reach the platform at %s (%s); mounting from what the last mount knew "
+            "(its folders and cached bytes); credentials are checked when it answers",
+            config.api_url or "its API",
+            exc,
+        )
+        return saved, False
+    root = backend.root()
+    records.remember_root(backend.root_key, root)
+    return root, True
+
+
+async def _check(backend: Backend, config: MountConfig) -> None:
+    """The backend's own check (credentials, project), as one-line ``MountError``s, except
+    for an unreachable platform: ``Transient``."""
+    try:
+        with trio.fail_after(config.deadline), give_up_connecting_after(CONNECT_BUDGET):
             await backend.check()
     except (AccessDenied, NotFound) as exc:  # the backend's message names the problem
         raise MountError(str(exc)) from None
-    except (RemoteError, trio.TooSlowError) as exc:
+    except trio.TooSlowError:
+        raise Transient(f"no answer within {config.deadline:.0f} s") from None
+    except Transient:
+        raise
+    except RemoteError as exc:
         raise MountError(
             f"cannot reach the platform at {config.api_url or 'its API'}: {exc}"
         ) from None
+
+
+async def _confirm_when_reachable(backend: Backend, config: MountConfig) -> None:
+    """For a mount that came up without the platform: check the credentials once it answers
+    (one request per attempt, at most one a minute), and say how that went."""
+    delay = RECHECK_FIRST
+    while True:
+        await trio.sleep(delay * random.uniform(0.8, 1.2))
+        try:
+            with trio.fail_after(config.deadline):
+                await backend.check()
+        except (AccessDenied, NotFound) as exc:
+            log.error("the platform answers again but refuses this mount: %s", exc)
+            return
+        except (RemoteError, trio.TooSlowError) as exc:
+            log.debug("the platform still cannot be reached: %s", exc)
+            delay = min(RECHECK_MAX, delay * 2)
+            continue
+        log.info("the platform answers again: credentials and target confirmed")
+        return
 
 
 async def _list_root(namespace: Namespace, deadline: float) -> None:
@@ -157,12 +241,39 @@ async def _list_root(namespace: Namespace, deadline: float) -> None:
             log.debug("listing the root in advance failed: %s", exc)
 
 
-async def _terminate_on_signal() -> None:
+async def _terminate_on_signal(session: _Session) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
             log.info("signal %s: unmounting", signal.Signals(signum).name)
+            session.stop_requested = True
             pyfuse3.terminate()
             return
+
+
+def _check_stopped_on_purpose(config: MountConfig, session: _Session) -> None:
+    """Raise :class:`UnexpectedStop` if the FUSE loop ended while still attached, unasked."""
+    if session.stop_requested or session.device is None:
+        return
+    if attached(config.mountpoint, session.device):
+        raise UnexpectedStop(
+            f"the FUSE loop ended while {config.mountpoint} was still mounted, and no signal "
+            "asked for it"
+        )
+
+
+def attached(mountpoint: Path, device: int) -> bool:
+    """Whether ``/proc/self/mountinfo`` still shows a mount of ``device`` at ``mountpoint``."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    try:
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 4 and fields[2] == wanted:
+                    point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
+                    return point == str(mountpoint)
+    except OSError:
+        return False
+    return False
 
 
 def cache_directory(root: Path, namespace: str) -> Path:
@@ -173,7 +284,9 @@ def cache_directory(root: Path, namespace: str) -> Path:
     return root.expanduser() / f"{platform}-{digest}"
 
 
-async def _announce_once_initialised(config: MountConfig, on_ready: Callable[[], None]) -> None:
+async def _announce_once_initialised(
+    config: MountConfig, session: _Session, on_ready: Callable[[], None]
+) -> None:
     """Raise the kernel's read-ahead once the kernel has taken FUSE_INIT's reply; then ready.
 
     The reply caps the device's read-ahead at what libfuse offers back (the kernel's own
@@ -186,10 +299,11 @@ async def _announce_once_initialised(config: MountConfig, on_ready: Callable[[],
     except OSError as exc:  # the first real request will meet the same problem and say so
         log.warning("the new mount at %s does not answer: %s", config.mountpoint, exc.strerror)
     else:
+        session.device = st.st_dev
         raise_kernel_readahead(st.st_dev)
     on_ready()
     notify("READY=1")
-    log.info("mounted %s at %s", config.platform, config.mountpoint)
+    log.info("mounted %s at %s (pid %d)", config.platform, config.mountpoint, os.getpid())
 
 
 def read_ahead_file(device: int) -> Path:

@@ -17,8 +17,16 @@
   what it reads. Sequential readers are served by read-ahead, in large requests.
 - **Single-flight**: every byte range being fetched is registered (``_flights``) before the
   first ``await``; a reader needing bytes in flight waits for that fetch instead of asking
-  again, then looks in memory. A registration is removed in a ``finally``: a failed or
-  cancelled fetch never leaves waiters hanging (they retry and fetch themselves).
+  again, then looks in memory. The fetch is a :class:`~remotefs.concurrency.Flight`, so the
+  rule of :mod:`remotefs.concurrency` holds: a waiter receives the fetch's real outcome
+  (its bytes, or the platform's error, e.g. access denied) and never its cancellation or
+  deadline; a fetch that was cancelled, timed out or never started lands abandoned (in the
+  ``finally`` that removes its registration), and its waiters fetch for themselves on their
+  own time. Read-ahead runs under the operation timeout of its own. A file whose demand
+  fetch just failed for lack of time fails again at once, for a moment, for the handles
+  that were open before and have not been told (:class:`~remotefs.concurrency.RecentFailures`):
+  the kernel queues the other readers of the same pages behind the failed request, and
+  each would wait a deadline of its own.
 - **Write-behind**: fetched bytes go to memory at once and to disk in the background (one
   writer task, coalescing repeated writes of a chunk, writing batches in a worker thread);
   reads never wait for the disk. The bytes not yet on disk (being fetched, or waiting for
@@ -46,6 +54,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterator
@@ -57,8 +66,9 @@ import trio
 
 from remotefs.cache.extents import CHUNK_SIZE, Extents
 from remotefs.cache.store import ChunkStore, DamagedChunk
-from remotefs.errors import ProtocolError
-from remotefs.http import gather_limited
+from remotefs.concurrency import Flight, RecentFailures, gather_limited
+from remotefs.config import DEFAULT_TIMEOUT
+from remotefs.errors import ProtocolError, RemoteError
 from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
@@ -116,7 +126,7 @@ class ReadAheadGroup:
 
 @dataclass(eq=False)
 class _Flight:
-    """A byte range being fetched; readers needing it wait for ``done``.
+    """A byte range being fetched; readers needing it wait for its ``outcome``.
 
     A read-ahead flight (``scope`` set) runs while something wants it: a group that has not
     been cancelled, or anything outside a group (``kept``: what ``open`` prefetches, for
@@ -124,7 +134,7 @@ class _Flight:
 
     start: int
     end: int
-    done: trio.Event = field(default_factory=trio.Event)
+    outcome: Flight[None] = field(default_factory=Flight)
     scope: trio.CancelScope | None = None
     kept: bool = False
     wanted_by: set[ReadAheadGroup] = field(default_factory=set)
@@ -146,7 +156,7 @@ class _Flight:
         for group in self.wanted_by:
             group._flights.discard(self)
         self.wanted_by.clear()
-        self.done.set()
+        self.outcome.abandon()  # a no-op when its leader landed it
 
 
 class BlockCache:
@@ -158,15 +168,20 @@ class BlockCache:
         fetch: Fetch,
         namespace: str,
         memory_bytes: int = MEMORY_BYTES,
+        timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
+        """``timeout``: the deadline of a read-ahead fetch (a reader's own fetch has its
+        operation's)."""
         self.disk = ChunkStore(directory, size_limit=size_limit)
         self.fetch = fetch
         self.namespace = namespace
+        self.timeout = timeout
         self.memory_bytes = memory_bytes
         self.limiter = trio.CapacityLimiter(MAX_PARALLEL_FETCHES)
         self._memory: OrderedDict[ChunkKey, Extents] = OrderedDict()
         self._memory_used = 0
         self._flights: dict[FileKey, list[_Flight]] = {}
+        self._recent_failures: RecentFailures[FileKey] = RecentFailures()
         self._pending: dict[ChunkKey, Extents] = {}
         self._pending_sizes: dict[ChunkKey, int] = {}  # bytes of each chunk when queued
         self._pending_bytes = 0
@@ -257,9 +272,19 @@ class BlockCache:
     # --- reading ------------------------------------------------------------------------
 
     async def read(
-        self, entry: RemoteEntry, offset: int, size: int, *, streaming: bool = False
+        self,
+        entry: RemoteEntry,
+        offset: int,
+        size: int,
+        *,
+        streaming: bool = False,
+        since: float = math.inf,
     ) -> bytes:
         """Exactly ``min(size, entry.size - offset)`` bytes of ``entry`` from ``offset``.
+
+        ``since``: a fetch of this file that failed for lack of time after this moment (and
+        a moment ago) is not tried again: its failure is raised at once (the reader was
+        queued by the kernel behind it; see ``_obtain``). The default never does that.
 
         ``streaming``: the reader reads on sequentially (its read-ahead is running). The
         chunks it has now read to their end go to the eviction end of the memory tier: the
@@ -281,7 +306,7 @@ class BlockCache:
                 if streaming:
                     self._consumed(entry, offset, end)
                 return data
-            await self._obtain(entry, gaps)
+            await self._obtain(entry, gaps, since)
         raise ProtocolError(f"{entry.name}: bytes at {offset} never arrived")
 
     def _consumed(self, entry: RemoteEntry, start: int, end: int) -> None:
@@ -317,23 +342,38 @@ class BlockCache:
             lo, hi = max(start, base) - base, min(end, base + CHUNK_SIZE) - base
             yield (scope, ident, version, chunk), base, lo, hi
 
-    async def _obtain(self, entry: RemoteEntry, gaps: list[tuple[int, int]]) -> None:
-        """Fetch the gaps not already in flight; wait for those that are."""
-        flights = self._flights.get(self._file_key(entry), [])
-        waits = [f.done for f in flights if any(f.start < b and a < f.end for a, b in gaps)]
+    async def _obtain(
+        self, entry: RemoteEntry, gaps: list[tuple[int, int]], since: float = math.inf
+    ) -> None:
+        """Fetch the gaps not already in flight; wait for those that are.
+
+        Returns once every gap was fetched or its fetch landed (a fetch abandoned by its
+        leader leaves its bytes missing: the caller looks again and fetches them itself).
+        Raises a fetch's shared error, as the caller's own."""
+        key = self._file_key(entry)
+        flights = self._flights.get(key, [])
+        waits = [f for f in flights if any(f.start < b and a < f.end for a, b in gaps)]
         todo = self._not_in_flight(entry, gaps)
+        if todo:
+            self._recent_failures.check(key, since)  # a reader queued behind a failure
         mine = [self._register(entry, a, b) for a, b in todo]  # before any await
         try:
-            fetches = [partial(self._fetch_range, entry, f.start, f.end, urgent=True) for f in mine]
+            fetches = [
+                partial(f.outcome.lead, partial(self._fetch_range, entry, f.start, f.end, True))
+                for f in mine
+            ]
             if len(fetches) == 1:  # the common case: no nursery on the read path
                 await fetches[0]()
             elif fetches:
                 await gather_limited(fetches, len(fetches))  # the first error, as itself
+        except RemoteError as exc:
+            self._recent_failures.note(key, exc)
+            raise
         finally:
             for flight in mine:
                 self._unregister(entry, flight)
-        for event in waits:
-            await event.wait()
+        for flight in waits:
+            await flight.outcome.wait()  # its bytes, its shared error, or abandoned
 
     def _register(self, entry: RemoteEntry, start: int, end: int) -> _Flight:
         flight = _Flight(start, end)
@@ -462,11 +502,10 @@ class BlockCache:
 
     async def _prefetch(self, entry: RemoteEntry, flight: _Flight) -> None:
         assert flight.scope is not None
-        with flight.scope:  # may be cancelled already: then it stops at its first checkpoint
+        # The scope may be cancelled already: then it stops at its first checkpoint.
+        with flight.scope, trio.move_on_after(self.timeout):
             try:
-                _, gaps = await self._lookup(entry, flight.start, flight.end, assemble=False)
-                for a, b in gaps:
-                    await self._fetch_range(entry, a, b)
+                await flight.outcome.lead(partial(self._fill, entry, flight.start, flight.end))
             except Exception as exc:
                 log.debug(
                     "read-ahead of %s [%d, %d) failed: %s",
@@ -477,6 +516,12 @@ class BlockCache:
                 )
             finally:
                 self._unregister(entry, flight)
+
+    async def _fill(self, entry: RemoteEntry, start: int, end: int) -> None:
+        """Fetch what is missing of ``[start, end)`` (read-ahead: not urgent)."""
+        _, gaps = await self._lookup(entry, start, end, assemble=False)
+        for a, b in gaps:
+            await self._fetch_range(entry, a, b)
 
     # --- disk writer ------------------------------------------------------------------------
 

@@ -54,13 +54,13 @@ from remotefs.cache.extents import CHUNK_SIZE, Extents
 try:
     import google_crc32c
 except ImportError:  # pragma: no cover - a dependency; zlib's CRC-32 then
-    google_crc32c = None
+    google_crc32c = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
 
 def _crc32c(data: bytes | memoryview) -> int:
-    return google_crc32c.value(bytes(data))  # it takes bytes, not a memoryview
+    return int(google_crc32c.value(bytes(data)))  # it takes bytes, not a memoryview
 
 
 class Checksum(NamedTuple):

@@ -34,7 +34,8 @@ _PATTERN = 2 * CHUNK
 class Content(Protocol):
     """The bytes of one emulated file."""
 
-    size: int
+    @property
+    def size(self) -> int: ...
 
     def iter_range(self, start: int, end: int) -> Iterator[bytes]:
         """Yield the bytes ``[start, end)`` in pieces of at most ``CHUNK`` bytes."""

@@ -4,10 +4,26 @@
   reused (``forget`` does not free them: the kernel may hold an inode number as long as it
   likes, and a number that meant another file would be a silent data bug). The same ID seen
   in two directories (ODM ``all/`` and ``studies/…``) is one inode.
-- **Listings** are fetched on the first ``lookup``/``opendir`` of a directory and kept for
-  ``ttl`` seconds. One fetch at a time per directory: concurrent callers wait on the same
-  :class:`trio.Event` and share its result (or its error), never issuing a second request.
-- **Negative lookups** are answered from a fresh listing with no network call: htslib probes
+- **Listings** are fetched on the first ``lookup``/``opendir`` of a directory and trusted for
+  ``ttl`` seconds. One fetch at a time per directory (:class:`~remotefs.concurrency.SingleFlight`):
+  concurrent callers share its outcome, never its cancellation or deadline.
+- **Stale but served**: once a listing has expired, the next caller starts a refresh in the
+  background (under the full operation timeout, owned by no caller) and waits for it at
+  most ``STALE_GRACE`` seconds. If the refresh fails (unreachable, 5xx, 429, a malformed
+  answer, the deadline) or is still running, the old listing is served, and the folder's
+  files keep their cached bytes. One WARNING per folder says so, and while that folder's
+  refreshes keep failing its callers get the old listing at once; the first refresh that
+  succeeds replaces it (INFO). A folder the platform says is gone (404) or forbidden (403)
+  is not served stale: those are answers, not failures.
+- **Remembered across mounts** (``records``, optional): every fetched listing is written to
+  the record store; a folder's first use in a mount recalls it from there (one worker-thread
+  read), with its real age, so a remount within ``ttl`` costs no listing request, and a
+  remount while the platform is unreachable serves what the last mount listed.
+- **A folder that just failed to list** for lack of time (with no listing to serve) fails
+  again at once for a moment (:class:`~remotefs.concurrency.RecentFailures`): the kernel
+  queues concurrent lookups of one name behind the one it sent, and each would otherwise
+  wait a whole deadline of its own after the first.
+- **Negative lookups** are answered from the listing with no network call: htslib probes
   ``X.bam.csi`` on every open and file managers probe ``.hidden``; both are ENOENT from memory.
 - **Names** are mapped per directory by :func:`remotefs.fs.names.posix_names`.
 
@@ -18,18 +34,30 @@ Invariant between awaits: ``_listings[inode]`` is replaced whole, never mutated,
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
+from functools import partial
 
 import trio
 
 from remotefs.backends.base import Backend
-from remotefs.errors import NotFound
+from remotefs.cache.records import RecordStore
+from remotefs.concurrency import RecentFailures, SingleFlight
+from remotefs.errors import AccessDenied, NotADirectory, NotFound, RemoteError, Stale
 from remotefs.fs.names import posix_names
 from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1  # pyfuse3.ROOT_INODE; kept here so the core has no pyfuse3 import
+
+STALE_GRACE = 2.0
+"""Seconds a caller holding an expired listing waits for its refresh before the old one is
+served: long enough for a healthy platform to answer (a 2,000-entry folder lists in 0.25 s
+at 40 ms), short enough that an unreachable one costs a file manager little."""
+_ANSWERS = (NotFound, AccessDenied, Stale)
+"""Outcomes of a refresh that are the platform's answer about the folder: never hidden
+behind a stale listing."""
 
 
 @dataclass(slots=True)
@@ -46,24 +74,43 @@ class Listing:
     inodes: tuple[int, ...]
     by_name: dict[bytes, int]
     fetched_at: float
-
-
-@dataclass(slots=True)
-class _Fetch:
-    done: trio.Event = field(default_factory=trio.Event)
-    error: BaseException | None = None
+    """``trio.current_time()`` of the fetch (in the past for a recalled listing)."""
 
 
 class Namespace:
-    def __init__(self, backend: Backend, *, ttl: float) -> None:
+    def __init__(
+        self,
+        backend: Backend,
+        root: RemoteEntry,
+        *,
+        ttl: float,
+        timeout: float,
+        records: RecordStore | None = None,
+    ) -> None:
         self.backend = backend
         self.ttl = ttl
-        root = backend.root()
+        self.timeout = timeout
+        self._records = records
         self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, root)}
         self._inode_by_id: dict[str, int] = {root.id: ROOT_INODE}
         self._next_inode = ROOT_INODE + 1
         self._listings: dict[int, Listing] = {}
-        self._fetches: dict[int, _Fetch] = {}
+        self._fetches: SingleFlight[int, Listing] = SingleFlight()
+        self._recent_failures: RecentFailures[int] = RecentFailures()
+        self._recalls: SingleFlight[int, Listing | None] = SingleFlight()
+        self._recalled: set[int] = set()
+        self._failing: set[int] = set()  # folders whose last refresh failed (WARNING said)
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Own the background refreshes until cancelled (without it, refreshes run in the
+        caller, and an expired listing is served only if that refresh fails)."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            task_status.started()
+            await trio.sleep_forever()
+
+    # --- nodes ----------------------------------------------------------------------------
 
     def node(self, inode: int) -> Node:
         try:
@@ -82,47 +129,110 @@ class Namespace:
             self._nodes[inode].entry = entry  # newest record (size, version) wins
         return inode
 
+    # --- listings -------------------------------------------------------------------------
+
     def cached_listing(self, inode: int) -> Listing | None:
-        listing = self._listings.get(inode)
-        if listing is not None and trio.current_time() - listing.fetched_at < self.ttl:
-            return listing
-        return None
+        """The listing held in memory, whatever its age (for hints, never for answers)."""
+        return self._listings.get(inode)
+
+    def _fresh(self, listing: Listing) -> bool:
+        return trio.current_time() - listing.fetched_at < self.ttl
 
     async def listing(self, inode: int) -> Listing:
-        """The fresh listing of directory ``inode``, fetching it if needed (single-flight)."""
-        while True:
-            listing = self.cached_listing(inode)
-            if listing is not None:
-                return listing
-            fetch = self._fetches.get(inode)
-            if fetch is None:
-                break
-            await fetch.done.wait()
-            if fetch.error is not None:
-                raise fetch.error
-        fetch = self._fetches[inode] = _Fetch()
+        """The listing of directory ``inode``: fresh, fetched, or (see the module docstring)
+        stale when a refresh fails."""
+        held = await self._held(inode)
+        if held is not None and self._fresh(held):
+            return held
+        if held is None:
+            self._recent_failures.check(inode)  # lookups the kernel queued behind a failure
+            try:
+                return await self._fetches.run(inode, partial(self._fetch, inode))
+            except RemoteError as exc:
+                self._recent_failures.note(inode, exc)
+                raise
+        return await self._refresh_or_stale(inode, held)
+
+    async def _held(self, inode: int) -> Listing | None:
+        held = self._listings.get(inode)
+        if held is not None or self._records is None or inode in self._recalled:
+            return held
+        return await self._recalls.run(inode, partial(self._recall, inode))
+
+    async def _recall(self, inode: int) -> Listing | None:
+        """The listing the record store holds for ``inode``, installed with its real age."""
+        assert self._records is not None
+        entry = self.node(inode).entry
+        saved = await trio.to_thread.run_sync(self._records.load_listing, entry.id)
+        self._recalled.add(inode)
+        if saved is None or inode in self._listings:  # a fetch landed meanwhile: newer
+            return self._listings.get(inode)
+        log.debug("recalled the listing of %s (%.0f s old)", entry.id, saved.age)
+        return self._install(inode, saved.entries, trio.current_time() - saved.age)
+
+    async def _refresh_or_stale(self, inode: int, stale: Listing) -> Listing:
+        if self._nursery is not None and not self._fetches.running(inode):
+            self._nursery.start_soon(self._refresh, inode)
+        if inode in self._failing and self._nursery is not None:
+            return stale  # its refreshes keep failing: do not make every caller wait
+        remaining = trio.current_effective_deadline() - trio.current_time()
+        grace = STALE_GRACE if self._nursery is not None else math.inf
         try:
-            listing = await self._fetch(inode)
-        except BaseException as exc:
-            fetch.error = exc
+            with trio.move_on_after(min(grace, max(0.0, remaining - 0.5))):
+                return await self._fetches.run(inode, partial(self._fetch, inode))
+        except _ANSWERS:
             raise
-        finally:
-            del self._fetches[inode]
-            fetch.done.set()
-        return listing
+        except RemoteError as exc:
+            self._refresh_failed(inode, str(exc))
+        return stale
+
+    async def _refresh(self, inode: int) -> None:
+        """A background refresh, under the full operation timeout."""
+        with trio.move_on_after(self.timeout) as scope:
+            try:
+                await self._fetches.run(inode, partial(self._fetch, inode))
+            except _ANSWERS as exc:
+                log.debug("refreshing %s: %s", self.node(inode).entry.id, exc)
+            except RemoteError as exc:
+                self._refresh_failed(inode, str(exc))
+        if scope.cancelled_caught:
+            self._refresh_failed(inode, f"no answer within {self.timeout:.0f} s")
+
+    def _refresh_failed(self, inode: int, reason: str) -> None:
+        if inode in self._failing:
+            return
+        self._failing.add(inode)
+        listing = self._listings.get(inode)
+        age = trio.current_time() - listing.fetched_at if listing else 0.0
+        entry = self.node(inode).entry
+        log.warning(
+            "folder %r (%s): the listing could not be refreshed (%s); serving the one from "
+            "%.0f s ago until the platform answers",
+            entry.name,
+            entry.id,
+            reason,
+            age,
+        )
 
     async def _fetch(self, inode: int) -> Listing:
         node = self.node(inode)
         if not node.entry.is_dir:
-            raise NotFound(f"{node.entry.name} is not a directory")
+            raise NotADirectory(f"{node.entry.name} is not a directory")
         entries = await self.backend.list_dir(node.entry)
+        listing = self._install(inode, entries, trio.current_time())
+        if self._records is not None:
+            self._records.remember_listing(node.entry.id, entries)
+        if inode in self._failing:
+            self._failing.discard(inode)
+            log.info("folder %r (%s): listing refreshed", node.entry.name, node.entry.id)
+        log.debug("listed %s: %d entries", node.entry.id, len(entries))
+        return listing
+
+    def _install(self, inode: int, entries: list[RemoteEntry], fetched_at: float) -> Listing:
         names = posix_names([(e.id, e.name) for e in entries])
         inodes = tuple(self._intern(e) for e in entries)
-        listing = Listing(
-            tuple(names), inodes, dict(zip(names, inodes, strict=True)), trio.current_time()
-        )
+        listing = Listing(tuple(names), inodes, dict(zip(names, inodes, strict=True)), fetched_at)
         self._listings[inode] = listing
-        log.debug("listed %s: %d entries", node.entry.id, len(entries))
         return listing
 
     async def lookup(self, parent: int, name: bytes) -> Node:

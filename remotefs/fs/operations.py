@@ -1,15 +1,24 @@
 """The pyfuse3 adapter: kernel requests in, attributes/bytes/errno out. Thin by design.
 
-Every handler runs under :func:`fuse_handler`, which is the only place exceptions become
-errno values: a :mod:`remotefs.errors` error → ``FUSEError(to_errno(exc))``; a deadline
-overrun → EIO; anything unexpected is logged with its traceback and answered EIO, and the
-mount keeps serving. ``trio.Cancelled`` (a ``BaseException``) passes through untouched.
+Every handler runs under :func:`fuse_handler`, the only place exceptions become errno
+values, always through the one table (:func:`remotefs.errors.to_errno`):
+
+- **One deadline per operation**: the handler opens ``trio.fail_after(deadline)``; every
+  network call beneath it (listings, signed URLs, byte ranges, their retries) reads that
+  deadline from the enclosing scope, so a reader never waits longer than ``--timeout``
+  (README, "Promises"), and an overrun is EIO.
+- a :mod:`remotefs.errors` error → its errno (EIO ones are logged at WARNING with why);
+- anything unexpected is logged with its traceback and answered EIO; the mount keeps serving;
+- a ``trio.Cancelled`` that reaches a handler is either the mount shutting down (then the
+  handler's task is cancelled too, and it passes through) or a cancellation that leaked
+  from another task: a bug, which would otherwise unwind the FUSE loop and end the mount.
+  It is logged with its traceback and answered EIO.
 
 Read-only: the mount is made with ``ro`` so the kernel answers most writes itself; every write
-handler still answers EROFS. ``open`` for writing → EROFS.
+handler still answers EROFS, and ``open`` for writing → EROFS.
 
-Deadlines: every handler that may touch the network runs under ``trio.fail_after(deadline)``,
-so a reader never waits longer than the deadline (README, "Promises").
+Reading is one call per request into :class:`remotefs.cache.reader.Reader` (open) and its
+:class:`~remotefs.cache.reader.OpenFile` (read, release), which own the read policy.
 """
 
 from __future__ import annotations
@@ -22,17 +31,24 @@ import os
 import stat
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import pyfuse3
 import trio
+from pyfuse3 import FileHandleT, InodeT
 
-from remotefs.cache.blockcache import BlockCache, ReadAheadGroup
-from remotefs.cache.hints import INDEX_BYTES, companion_names, open_ranges, seek_bytes
-from remotefs.cache.prefetch import ReadAhead
-from remotefs.errors import ReadOnly, RemoteError, to_errno
+from remotefs.cache.reader import OpenFile, Reader
+from remotefs.errors import (
+    IsADirectory,
+    LocalError,
+    NoSuchAttribute,
+    NotADirectory,
+    ReadOnly,
+    RemoteError,
+    Unsupported,
+    to_errno,
+)
 from remotefs.fs.namespace import Listing, Namespace, Node
 from remotefs.fs.xattrs import xattrs
 from remotefs.model import RemoteEntry
@@ -49,6 +65,19 @@ LOOKUPS_REMEMBERED = 4096
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
+def fuse_error(exc: BaseException) -> pyfuse3.FUSEError:
+    """The ``FUSEError`` for a domain error (the errno table's, EIO for anything else)."""
+    return pyfuse3.FUSEError(to_errno(exc))
+
+
+def _only_cancellations(exc: BaseException) -> bool:
+    if isinstance(exc, trio.Cancelled):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(trio.Cancelled)[1] is None
+    return False
+
+
 def fuse_handler(fn: F) -> F:
     @functools.wraps(fn)
     async def wrapper(self: Operations, *args: Any) -> Any:
@@ -57,7 +86,7 @@ def fuse_handler(fn: F) -> F:
                 return await fn(self, *args)
         except pyfuse3.FUSEError:
             raise
-        except (RemoteError, ReadOnly) as exc:
+        except (RemoteError, LocalError) as exc:
             number = to_errno(exc)
             log.log(
                 logging.WARNING if number == errno.EIO else logging.DEBUG,  # EIO: say why
@@ -73,24 +102,21 @@ def fuse_handler(fn: F) -> F:
         except Exception:
             log.exception("%s failed unexpectedly: EIO", fn.__name__)
             raise pyfuse3.FUSEError(errno.EIO) from None
+        except BaseException as exc:
+            if not _only_cancellations(exc):
+                raise
+            # Our own deadline became TooSlowError above. If the mount is shutting down,
+            # this task is cancelled too and the checkpoint raises that cancellation.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            log.error(
+                "%s: a cancellation that was not its own reached it (a bug; answered EIO, "
+                "the mount goes on)",
+                fn.__name__,
+                exc_info=exc,
+            )
+            raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _erofs(fn: F) -> F:
-    @functools.wraps(fn)
-    async def wrapper(self: Operations, *args: Any) -> Any:
-        raise pyfuse3.FUSEError(errno.EROFS)
-
-    return wrapper  # type: ignore[return-value]
-
-
-@dataclass(slots=True)
-class _Open:
-    inode: int
-    entry: RemoteEntry
-    readahead: ReadAhead = field(default_factory=ReadAhead)
-    fetching_ahead: ReadAheadGroup = field(default_factory=ReadAheadGroup)
 
 
 class Operations(pyfuse3.Operations):
@@ -98,16 +124,16 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
 
     def __init__(
-        self, namespace: Namespace, cache: BlockCache, *, ttl: float, deadline: float
+        self, namespace: Namespace, reader: Reader, *, ttl: float, deadline: float
     ) -> None:
         super().__init__()
         self.ns = namespace
-        self.cache = cache
+        self.reader = reader
         self.ttl = ttl
         self.deadline = deadline
         self.uid, self.gid = os.getuid(), os.getgid()
         self.started_ns = time.time_ns()
-        self._handles: dict[int, _Open] = {}
+        self._handles: dict[int, OpenFile] = {}
         self._dir_handles: dict[int, Listing] = {}
         self._fh = itertools.count(1)
         self._looked_up: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
@@ -118,11 +144,11 @@ class Operations(pyfuse3.Operations):
     def _attrs(self, node: Node) -> pyfuse3.EntryAttributes:
         e = node.entry
         a = pyfuse3.EntryAttributes()
-        a.st_ino = node.inode
+        a.st_ino = InodeT(node.inode)
         a.generation = 0
         a.entry_timeout = self.ttl
         a.attr_timeout = self.ttl
-        a.st_mode = (stat.S_IFDIR | 0o555) if e.is_dir else (stat.S_IFREG | 0o444)
+        a.st_mode = pyfuse3.ModeT((stat.S_IFDIR | 0o555) if e.is_dir else (stat.S_IFREG | 0o444))
         a.st_nlink = 2 if e.is_dir else 1
         a.st_uid, a.st_gid = self.uid, self.gid
         a.st_rdev = 0
@@ -135,7 +161,7 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def lookup(
-        self, parent_inode: int, name: bytes, ctx: Any = None
+        self, parent_inode: InodeT, name: bytes, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
         if name == b".":
             return self._attrs(self.ns.node(parent_inode))
@@ -148,14 +174,16 @@ class Operations(pyfuse3.Operations):
         return self._attrs(node)
 
     @fuse_handler
-    async def getattr(self, inode: int, ctx: Any = None) -> pyfuse3.EntryAttributes:
+    async def getattr(
+        self, inode: InodeT, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.EntryAttributes:
         return self._attrs(self.ns.node(inode))
 
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    async def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:
         """Inodes are kept for the life of the mount (never reused): nothing to do."""
 
     @fuse_handler
-    async def statfs(self, ctx: Any = None) -> pyfuse3.StatvfsData:
+    async def statfs(self, ctx: pyfuse3.RequestContext | None = None) -> pyfuse3.StatvfsData:
         s = pyfuse3.StatvfsData()
         s.f_bsize = s.f_frsize = ST_BLKSIZE
         s.f_blocks = s.f_bfree = s.f_bavail = 0
@@ -166,133 +194,159 @@ class Operations(pyfuse3.Operations):
     # --- directories ----------------------------------------------------------------------
 
     @fuse_handler
-    async def opendir(self, inode: int, ctx: Any = None) -> int:
+    async def opendir(
+        self, inode: InodeT, ctx: pyfuse3.RequestContext | None = None
+    ) -> FileHandleT:
         if not self.ns.node(inode).entry.is_dir:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
+            raise NotADirectory(f"inode {inode}")
         fh = next(self._fh)
         self._dir_handles[fh] = await self.ns.listing(inode)
-        return fh
+        return FileHandleT(fh)
 
     @fuse_handler
-    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+    async def readdir(self, fh: FileHandleT, start_id: int, token: pyfuse3.ReaddirToken) -> None:
         listing = self._dir_handles[fh]
         for index in range(start_id, len(listing.names)):
             node = self.ns.node(listing.inodes[index])
             if not pyfuse3.readdir_reply(token, listing.names[index], self._attrs(node), index + 1):
                 break
 
-    async def releasedir(self, fh: int) -> None:
+    async def releasedir(self, fh: FileHandleT) -> None:
         self._dir_handles.pop(fh, None)
 
     # --- files ----------------------------------------------------------------------------
 
     @fuse_handler
-    async def open(self, inode: int, flags: int, ctx: Any = None) -> pyfuse3.FileInfo:
+    async def open(
+        self, inode: InodeT, flags: int, ctx: pyfuse3.RequestContext | None = None
+    ) -> pyfuse3.FileInfo:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
             raise ReadOnly()
         node = self.ns.node(inode)
         if node.entry.is_dir:
-            raise pyfuse3.FUSEError(errno.EISDIR)
+            raise IsADirectory(f"inode {inode}")
         # the name it was looked up by (the POSIX one), else the platform name: for suffixes only
         parent, name = self._looked_up.get(inode) or (
             None,
             node.entry.name.encode(errors="replace"),
         )
         fh = next(self._fh)
-        handle = self._handles[fh] = _Open(inode, node.entry)
-        handle.readahead.seek_bytes = seek_bytes(name)
-        self._prefetch_on_open(node, name, parent)
+        self._handles[fh] = self.reader.open(node.entry, name, self._sibling_finder(parent))
         # keep_cache: the page cache stays valid while the version is unchanged (the inode's
         # entry is only replaced by a listing refresh; the cache key carries the version).
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True, direct_io=False)
+        return pyfuse3.FileInfo(fh=FileHandleT(fh), keep_cache=True, direct_io=False)
 
-    def _prefetch_on_open(self, node: Node, name: bytes, parent: int | None) -> None:
-        """Start fetching what every reader of this file reads first (``cache.hints``): its
-        tail (or all of it, if small) and, from the cached listing of ``parent`` (the folder
-        it was looked up in), its index."""
-        for start, end in open_ranges(name, node.entry.size):
-            self.cache.prefetch(node.entry, start, end)
+    def _sibling_finder(self, parent: int | None) -> Callable[[bytes], RemoteEntry | None]:
+        """Names → entries in the folder a file was opened from, as far as memory knows."""
         listing = self.ns.cached_listing(parent) if parent is not None else None
-        if listing is None:
-            return
-        for candidate in companion_names(name):
-            inode = listing.by_name.get(candidate)
-            if inode is not None:
-                index = self.ns.node(inode).entry
-                if not index.is_dir and 0 < index.size <= INDEX_BYTES:
-                    self.cache.prefetch(index, 0, index.size)
-                    return
+
+        def sibling(name: bytes) -> RemoteEntry | None:
+            inode = listing.by_name.get(name) if listing is not None else None
+            return self.ns.node(inode).entry if inode is not None else None
+
+        return sibling
 
     @fuse_handler
-    async def read(self, fh: int, off: int, size: int) -> bytes:
-        handle = self._handles[fh]
-        readahead = handle.readahead
-        for start, end in readahead.plan(off, size, handle.entry.size):
-            self.cache.prefetch(handle.entry, start, end, handle.fetching_ahead)
-        return await self.cache.read(handle.entry, off, size, streaming=readahead.window > 0)
+    async def read(self, fh: FileHandleT, off: int, size: int) -> bytes:
+        return await self._handles[fh].read(off, size)
 
-    async def release(self, fh: int) -> None:
+    async def release(self, fh: FileHandleT) -> None:
         handle = self._handles.pop(fh, None)
-        if handle is not None:  # its read-ahead ends with it (what open prefetched stays)
-            handle.fetching_ahead.cancel()
+        if handle is not None:
+            handle.close()
 
     # --- extended attributes ------------------------------------------------------------------
 
-    async def getxattr(self, inode: int, name: bytes, ctx: Any = None) -> bytes:
+    async def getxattr(
+        self, inode: InodeT, name: bytes, ctx: pyfuse3.RequestContext | None = None
+    ) -> bytes:
         # security.* and system.* (SELinux labels, POSIX ACLs) are not supported here, and
         # saying so (EOPNOTSUPP, not ENODATA) matters: ls -l asks for both on every file (4,000
         # requests for 2,000 files) but remembers "unsupported" per device and stops asking.
         # The kernel forwards every getxattr (it caches none), so this answer comes first,
         # without even the handler's deadline scope.
         if not name.startswith(b"user."):
-            raise pyfuse3.FUSEError(errno.EOPNOTSUPP)
+            raise fuse_error(Unsupported())
         return await self._user_xattr(inode, name)
 
     @fuse_handler
-    async def _user_xattr(self, inode: int, name: bytes) -> bytes:
+    async def _user_xattr(self, inode: InodeT, name: bytes) -> bytes:
         value = xattrs(self.ns.node(inode).entry, self.xattr_namespace).get(name)
         if value is None:
-            raise pyfuse3.FUSEError(pyfuse3.ENOATTR)
+            raise NoSuchAttribute(name.decode(errors="replace"))
         return value
 
     @fuse_handler
-    async def listxattr(self, inode: int, ctx: Any = None) -> list[bytes]:
+    async def listxattr(
+        self, inode: InodeT, ctx: pyfuse3.RequestContext | None = None
+    ) -> list[bytes]:
         return list(xattrs(self.ns.node(inode).entry, self.xattr_namespace))
 
-    # --- writes: all EROFS ------------------------------------------------------------------
+    # --- writes: all EROFS (the kernel answers most itself: the mount is ``ro``) -----------
 
-    @_erofs
-    async def setattr(self, *args: Any) -> None: ...
+    async def setattr(
+        self,
+        inode: InodeT,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: FileHandleT | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def setxattr(self, *args: Any) -> None: ...
+    async def setxattr(
+        self, inode: InodeT, name: bytes, value: bytes, ctx: pyfuse3.RequestContext
+    ) -> None:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def removexattr(self, *args: Any) -> None: ...
+    async def removexattr(self, inode: InodeT, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def mknod(self, *args: Any) -> None: ...
+    async def mknod(
+        self, parent_inode: InodeT, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def mkdir(self, *args: Any) -> None: ...
+    async def mkdir(
+        self, parent_inode: InodeT, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def unlink(self, *args: Any) -> None: ...
+    async def unlink(self, parent_inode: InodeT, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def rmdir(self, *args: Any) -> None: ...
+    async def rmdir(self, parent_inode: InodeT, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def symlink(self, *args: Any) -> None: ...
+    async def symlink(
+        self, parent_inode: InodeT, name: bytes, target: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def rename(self, *args: Any) -> None: ...
+    async def rename(
+        self,
+        parent_inode_old: InodeT,
+        name_old: bytes,
+        parent_inode_new: InodeT,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def link(self, *args: Any) -> None: ...
+    async def link(
+        self,
+        inode: InodeT,
+        new_parent_inode: InodeT,
+        new_name: bytes,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def create(self, *args: Any) -> None: ...
+    async def create(
+        self, parent_inode: InodeT, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        raise fuse_error(ReadOnly())
 
-    @_erofs
-    async def write(self, *args: Any) -> None: ...
+    async def write(self, fh: FileHandleT, off: int, buf: bytes) -> int:
+        raise fuse_error(ReadOnly())

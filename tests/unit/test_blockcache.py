@@ -542,7 +542,7 @@ def test_reads_stay_exact_while_read_ahead_is_cancelled(
                                 groups[stream].cancel()
                                 groups[stream] = ReadAheadGroup()
                     while cache._flights:  # read-ahead still wanted finishes (or fails)
-                        await next(iter(cache._flights.values()))[0].done.wait()
+                        await next(iter(cache._flights.values()))[0].outcome.wait()
                 assert not cache._waiting and not cache._urgent
                 assert cache._in_flight_bytes == 0
                 nursery.cancel_scope.cancel()

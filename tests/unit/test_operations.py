@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import pyfuse3
 import pytest
 import trio
 import trio.testing
 
 from remotefs.cache.blockcache import BlockCache
 from remotefs.cache.extents import CHUNK_SIZE
+from remotefs.cache.reader import Reader
 from remotefs.emulator.content import GeneratedContent
 from remotefs.fs.namespace import ROOT_INODE, Namespace
 from remotefs.fs.operations import Operations
@@ -59,7 +62,8 @@ async def mounted(tmp_path: Path) -> AsyncIterator[tuple[Operations, OneFile]]:
             tmp_path / "cache", size_limit=1 << 30, fetch=backend.read, namespace="t"
         )
         await nursery.start(cache.run)
-        ops = Operations(Namespace(backend, ttl=60), cache, ttl=60, deadline=30)
+        names = Namespace(backend, backend.root(), ttl=60, timeout=30)
+        ops = Operations(names, Reader(cache), ttl=60, deadline=30)
         yield ops, backend
         backend.gate.set()
         nursery.cancel_scope.cancel()
@@ -81,7 +85,7 @@ async def test_release_cancels_the_handles_read_ahead(
     await ops.release(fh)
     await trio.testing.wait_all_tasks_blocked()
     assert sorted(backend.cancelled) == sorted(backend.waiting)
-    assert ops.cache._flights == {}
+    assert ops.reader.cache._flights == {}
 
 
 async def test_release_leaves_the_read_ahead_another_stream_shares(
@@ -109,3 +113,54 @@ async def test_release_leaves_the_read_ahead_another_stream_shares(
     assert got == CONTENT.read(2 * CHUNK_SIZE, CHUNK_SIZE)
     assert backend.waiting[: len(started)] == started
     assert 2 * CHUNK_SIZE not in backend.waiting[len(started) :]  # not fetched again
+
+
+async def test_a_cancellation_not_its_own_is_eio_and_cannot_end_the_mount(
+    mounted: tuple[Operations, OneFile], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The bug behind issue 14: a ``Cancelled`` from another task's scope reaching a handler
+    would unwind the FUSE loop. The handler answers EIO (and says it is a bug) instead."""
+    ops, _ = mounted
+    stray: list[BaseException] = []
+
+    async def capture() -> None:
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled as exc:
+            stray.append(exc)
+            raise
+
+    with trio.CancelScope() as other:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(capture)
+            await trio.testing.wait_all_tasks_blocked()
+            other.cancel()
+
+    ops.ns.node = lambda inode: (_ for _ in ()).throw(stray[0])  # type: ignore[method-assign]
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await ops.getattr(ROOT_INODE)
+    assert info.value.errno == errno.EIO
+    assert "not its own" in caplog.text
+    # ...while the mount's own shutdown (the handler's task cancelled) still passes through.
+    with trio.CancelScope() as shutting_down:
+        shutting_down.cancel()
+        await ops.getattr(ROOT_INODE)
+    assert shutting_down.cancelled_caught
+
+
+async def test_every_errno_comes_from_the_table(mounted: tuple[Operations, OneFile]) -> None:
+    ops, _ = mounted
+    inode = (await ops.lookup(ROOT_INODE, b"stream.bin")).st_ino
+    cases = [
+        (ops.opendir(inode), errno.ENOTDIR),
+        (ops.open(ROOT_INODE, os.O_RDONLY), errno.EISDIR),
+        (ops.open(inode, os.O_WRONLY), errno.EROFS),
+        (ops.getxattr(inode, b"security.selinux"), errno.EOPNOTSUPP),
+        (ops.getxattr(inode, b"user.nope"), errno.ENODATA),
+        (ops.lookup(ROOT_INODE, b"missing"), errno.ENOENT),
+        (ops.mkdir(ROOT_INODE, b"d", 0o755, None), errno.EROFS),  # type: ignore[arg-type]
+    ]
+    for call, number in cases:
+        with pytest.raises(pyfuse3.FUSEError) as info:
+            await call
+        assert info.value.errno == number, call

@@ -1,0 +1,104 @@
+"""The read policy of a mount, in one place: the FUSE adapter makes one call per open, per
+read and per release, and everything a read decides happens here.
+
+::
+
+    Reader.open(entry, name, sibling)        → OpenFile
+      fetch what every reader of this file reads first (cache.hints): its tail, or all of
+      it when small, and its index (found among its siblings by name); for good, not for
+      this handle
+    OpenFile.read(offset, size)              → exactly the bytes
+      the handle's read-ahead state (cache.prefetch.ReadAhead) records the read and says
+      what to fetch ahead; the block cache fetches that in the background for this
+      handle's ReadAheadGroup, then serves the read (memory, disk, or a fetch of exactly
+      the missing bytes)
+    OpenFile.close()
+      the handle's read-ahead is given up (what open fetched stays)
+
+:mod:`remotefs.cache.hints` (which names get which open-time ranges) and
+:mod:`remotefs.cache.prefetch` (the read-ahead state machine) are pure policy helpers used
+only from here; :class:`~remotefs.cache.blockcache.BlockCache` is the mechanism (bytes,
+flights, limits) and knows nothing of handles.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import trio
+
+from remotefs.cache.blockcache import BlockCache, ReadAheadGroup
+from remotefs.cache.hints import INDEX_BYTES, companion_names, open_ranges, seek_bytes
+from remotefs.cache.prefetch import ReadAhead
+from remotefs.errors import Transient
+from remotefs.model import RemoteEntry
+
+KERNEL_RETRY = 0.1
+"""Seconds after a failed read within which the same handle's next request is the kernel's
+own retry (it re-reads a page whose read-ahead failed, at once, in the same system call)."""
+
+Sibling = Callable[[bytes], RemoteEntry | None]
+"""The entry of a name in the folder the file was opened from, if the folder is known."""
+
+
+class OpenFile:
+    """One open handle's reading: its file version, read-ahead state and read-ahead group."""
+
+    __slots__ = ("_cache", "_group", "_opened", "_readahead", "_told", "entry")
+
+    def __init__(self, cache: BlockCache, entry: RemoteEntry, name: bytes) -> None:
+        self._cache = cache
+        self.entry = entry
+        """The version opened: every read of this handle is of these bytes."""
+        self._readahead = ReadAhead(seek_bytes=seek_bytes(name))
+        self._group = ReadAheadGroup()
+        self._opened = trio.current_time()
+        self._told = -math.inf
+        """When this handle was last answered with a failure for lack of time."""
+
+    async def read(self, offset: int, size: int) -> bytes:
+        """Exactly ``min(size, entry.size - offset)`` bytes from ``offset``, or an error."""
+        readahead = self._readahead
+        for start, end in readahead.plan(offset, size, self.entry.size):
+            self._cache.prefetch(self.entry, start, end, self._group)
+        try:
+            return await self._cache.read(
+                self.entry, offset, size, streaming=readahead.window > 0, since=self._since()
+            )
+        except Transient:
+            self._told = trio.current_time()
+            raise
+
+    def _since(self) -> float:
+        """The moment up to which this handle's reader knows the file's failures.
+
+        A fetch of the file that failed for lack of time after it, a moment ago, is answered
+        again at once (``BlockCache.read``): the kernel queued this read behind the failed
+        one. A handle opened after the failure (a user trying again) knows it; so does one
+        that was answered with it, except within ``KERNEL_RETRY`` of that answer, when the
+        request is the kernel retrying a failed read-ahead page by itself."""
+        if trio.current_time() - self._told < KERNEL_RETRY:
+            return self._opened
+        return max(self._opened, self._told)
+
+    def close(self) -> None:
+        """Give up this handle's read-ahead (fetches another handle shares run on)."""
+        self._group.cancel()
+
+
+class Reader:
+    def __init__(self, cache: BlockCache) -> None:
+        self.cache = cache
+
+    def open(self, entry: RemoteEntry, name: bytes, sibling: Sibling) -> OpenFile:
+        """A handle on ``entry`` (named ``name`` where it was opened), with what every reader
+        of it reads first already on its way."""
+        for start, end in open_ranges(name, entry.size):
+            self.cache.prefetch(entry, start, end)
+        for candidate in companion_names(name):
+            index = sibling(candidate)
+            if index is not None and not index.is_dir and 0 < index.size <= INDEX_BYTES:
+                self.cache.prefetch(index, 0, index.size)
+                break
+        return OpenFile(self.cache, entry, name)

@@ -1,0 +1,193 @@
+"""The namespace's listings: single-flight without inherited cancellations, stale but served
+when a refresh fails, and remembered across mounts (remotefs.fs.namespace).
+
+A fake backend whose ``list_dir`` is scripted; time is trio's ``MockClock`` (autojump), the
+interleavings ``wait_all_tasks_blocked``: nothing waits for real time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+
+from remotefs.cache.records import RecordStore
+from remotefs.errors import AccessDenied, NotFound, Transient
+from remotefs.fs.namespace import ROOT_INODE, STALE_GRACE, Namespace
+from remotefs.model import RemoteEntry
+
+ROOT = RemoteEntry("root", "", True)
+TTL = 10.0
+
+
+def entries(*names: str) -> list[RemoteEntry]:
+    return [RemoteEntry(f"id-{n}", n, False, size=len(n), version="1") for n in names]
+
+
+class Scripted:
+    """A backend whose listings come from ``answer`` (entries, an exception, or "hang")."""
+
+    xattr_namespace = "t"
+
+    def __init__(self) -> None:
+        self.answer: object = entries("a", "b")
+        self.calls = 0
+        self.release = trio.Event()
+
+    async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
+        self.calls += 1
+        if self.answer == "hang":
+            await trio.sleep_forever()
+        if self.answer == "gate":
+            await self.release.wait()
+            return entries("a", "b", "gated")
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        assert isinstance(self.answer, list)
+        return self.answer
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[Namespace, Scripted]]:
+    backend = Scripted()
+    names = Namespace(backend, ROOT, ttl=TTL, timeout=30)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(names.run)
+        yield names, backend
+        nursery.cancel_scope.cancel()
+
+
+def listed(names: Namespace) -> list[bytes]:
+    listing = names.cached_listing(ROOT_INODE)
+    assert listing is not None
+    return list(listing.names)
+
+
+async def test_a_cancelled_leader_leaves_its_waiter_to_list(
+    served: tuple[Namespace, Scripted], autojump_clock: trio.testing.MockClock
+) -> None:
+    """The issue's reproduction, in memory: ``ls`` (leader, out of time) and ``stat``
+    (waiter, with time left) of one folder. The waiter lists, and nothing else breaks."""
+    names, backend = served
+    backend.answer = "gate"
+    outcomes: dict[str, object] = {}
+
+    async def caller(who: str, timeout: float) -> None:
+        try:
+            with trio.fail_after(timeout):
+                outcomes[who] = list((await names.listing(ROOT_INODE)).names)
+        except trio.TooSlowError:
+            outcomes[who] = "EIO"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(caller, "ls", 4.0)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.0)
+        nursery.start_soon(caller, "stat", 100.0)
+        while "ls" not in outcomes:
+            await trio.sleep(1)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.0)
+        assert backend.calls == 2  # the waiter took over: a fetch of its own
+        backend.release.set()
+    assert outcomes == {"ls": "EIO", "stat": [b"a", b"b", b"gated"]}
+
+
+async def test_an_expired_listing_is_served_when_its_refresh_fails(
+    served: tuple[Namespace, Scripted],
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    names, backend = served
+    caplog.set_level(logging.INFO, logger="remotefs.fs.namespace")
+    await names.listing(ROOT_INODE)
+    await trio.sleep(TTL + 1)
+    backend.answer = Transient("GET /files: gave up after 10 attempts; last: HTTP 503")
+    assert list((await names.listing(ROOT_INODE)).names) == [b"a", b"b"]
+    assert list((await names.listing(ROOT_INODE)).names) == [b"a", b"b"]
+    warnings = [r for r in caplog.records if "could not be refreshed" in r.getMessage()]
+    assert len(warnings) == 1  # once per folder
+    backend.answer = entries("a", "b", "c")
+    await names.listing(ROOT_INODE)  # starts a refresh in the background; served stale
+    await trio.testing.wait_all_tasks_blocked()
+    assert listed(names) == [b"a", b"b", b"c"]
+    assert "listing refreshed" in caplog.text
+
+
+async def test_a_refresh_that_hangs_costs_a_caller_the_grace_only(
+    served: tuple[Namespace, Scripted], autojump_clock: trio.testing.MockClock
+) -> None:
+    names, backend = served
+    await names.listing(ROOT_INODE)
+    await trio.sleep(TTL + 1)
+    backend.answer = "hang"
+    started = trio.current_time()
+    with trio.fail_after(30):
+        assert list((await names.listing(ROOT_INODE)).names) == [b"a", b"b"]
+    assert trio.current_time() - started == pytest.approx(STALE_GRACE)
+    assert backend.calls == 2  # one refresh, in the background, still trying
+
+
+@pytest.mark.parametrize("answer", [NotFound("folder gone"), AccessDenied("no access")])
+async def test_answers_are_not_hidden_behind_a_stale_listing(
+    served: tuple[Namespace, Scripted],
+    autojump_clock: trio.testing.MockClock,
+    answer: Exception,
+) -> None:
+    names, backend = served
+    await names.listing(ROOT_INODE)
+    await trio.sleep(TTL + 1)
+    backend.answer = answer
+    with pytest.raises(type(answer)):
+        await names.listing(ROOT_INODE)
+
+
+async def test_listings_are_recalled_from_the_record_store(
+    tmp_path: Path, autojump_clock: trio.testing.MockClock
+) -> None:
+    backend = Scripted()
+    wall = [1.8e9]  # the record store's clock (it is read in worker threads)
+    for mount in range(3):
+        records = RecordStore(tmp_path / "records", user_key="u1", clock=lambda: wall[0])
+        names = Namespace(backend, ROOT, ttl=TTL, timeout=30, records=records)  # type: ignore[arg-type]
+        async with trio.open_nursery() as nursery:
+            await nursery.start(records.run)
+            await nursery.start(names.run)
+            if mount == 2:
+                backend.answer = Transient("unreachable")
+            assert list((await names.listing(ROOT_INODE)).names) == [b"a", b"b"]
+            nursery.cancel_scope.cancel()
+        records.close()
+        if mount == 0:
+            assert backend.calls == 1
+        if mount == 1:
+            assert backend.calls == 1  # within the TTL: recalled, not fetched
+            wall[0] += TTL + 1
+    assert backend.calls >= 2  # expired: a refresh was tried, and failed; the old served
+    other = RecordStore(tmp_path / "records", user_key="u2")
+    try:
+        assert other.load_listing("root") is None  # another token sees nothing of it
+    finally:
+        other.close()
+
+
+def test_the_record_store_drops_what_it_cannot_read(tmp_path: Path) -> None:
+    records = RecordStore(tmp_path / "records", user_key="u1")
+    try:
+        records.remember_listing("f", entries("x"))
+        records.remember_root("", ROOT)
+        records.remember_value("GSF1", [12, None, "2024"])
+        records.close()
+        records = RecordStore(tmp_path / "records", user_key="u1")
+        saved = records.load_listing("f")
+        assert saved is not None and [e.name for e in saved.entries] == ["x"]
+        assert records.load_root("") == ROOT
+        assert records.load_values(["GSF1", "GSF2"]) == {"GSF1": [12, None, "2024"]}
+        records._cache.set(records._listing_key("f"), b"{not json")
+        records._cache.set(records._root_key(""), b'["only", "two"]')
+        assert records.load_listing("f") is None and records.load_root("") is None
+        assert records._listing_key("f") not in records._cache  # dropped
+    finally:
+        records.close()
