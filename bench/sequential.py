@@ -1,4 +1,4 @@
-"""Workload group ``sequential``: streaming the big file through the mount (table rows 1-4, 9).
+"""Workload group ``sequential``: streaming the big file through the mount.
 
 The file is the demo's generated ``big/random-1GiB.bin`` (256 MiB with ``--quick``), read
 with ``dd bs=1M``:
@@ -136,7 +136,7 @@ def size_label(size: int) -> str:
 
 
 def rows(size: int) -> list[Row]:
-    """The four reads (rows 1-4)."""
+    """The four reads, each beside its reference."""
     label = size_label(size)
     return [
         Row(
@@ -187,7 +187,7 @@ def rows(size: int) -> list[Row]:
 
 
 def rss_row(size: int) -> Row:
-    """The mount's peak RSS during the cold read (row 9), judged on the worst run."""
+    """The mount's peak RSS during the cold read, judged on the worst run."""
     return Row(
         f"peak RSS of the mount, cold {size_label(size)} read",
         GROUP,
