@@ -28,16 +28,18 @@ class Emulator:
     log: Path
 
     def stats(self) -> dict[str, Any]:
-        return httpx.get(f"{self.url}/_emulator/stats", timeout=10).json()
+        return httpx.get(f"{self.url}/_emulator/stats", timeout=10, trust_env=False).json()
 
     def requests(self, route: str) -> int:
         return int(self.stats()["requests"].get(route, 0))
 
     def reset(self) -> None:
-        httpx.post(f"{self.url}/_emulator/reset", timeout=10).raise_for_status()
+        httpx.post(f"{self.url}/_emulator/reset", timeout=10, trust_env=False).raise_for_status()
 
     def configure(self, **knobs: Any) -> None:
-        httpx.post(f"{self.url}/_emulator/config", json=knobs, timeout=10).raise_for_status()
+        httpx.post(
+            f"{self.url}/_emulator/config", json=knobs, timeout=10, trust_env=False
+        ).raise_for_status()
 
     def kill(self) -> None:
         """SIGKILL: the platform vanishes without a goodbye (fault tests)."""

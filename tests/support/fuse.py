@@ -12,6 +12,7 @@ import errno
 import os
 import re
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,10 +78,22 @@ def is_mounted(path: Path) -> bool:
 
 
 class MountFailed(RuntimeError):
-    pass
+    """The mount did not come up: ``reason`` in one line, then the child's log."""
+
+    def __init__(self, reason: str, log_text: str) -> None:
+        super().__init__(f"{reason}: {log_text}")
+        self.reason = reason
 
 
-def start_mount(mountpoint: Path, args: list[str], env: dict[str, str], log: Path) -> Mount:
+def start_mount(
+    mountpoint: Path,
+    args: list[str],
+    env: dict[str, str],
+    log: Path,
+    *,
+    base_env: Mapping[str, str] | None = None,
+) -> Mount:
+    """Mount with ``env`` added to ``base_env`` (default: this process's environment)."""
     try:
         mountpoint.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a stale mount of a killed process: the mount command handles it
@@ -90,19 +103,19 @@ def start_mount(mountpoint: Path, args: list[str], env: dict[str, str], log: Pat
         try:
             proc, answer = spawn_mount(
                 [str(mountpoint), *args],
-                env={**os.environ, **env},
+                env={**(os.environ if base_env is None else base_env), **env},
                 timeout=READY_TIMEOUT,
                 log=log_file,
             )
         except NotReady:
             if is_mounted(mountpoint):
                 subprocess.run(["fusermount3", "-u", "-z", str(mountpoint)], capture_output=True)
-            raise MountFailed(f"not mounted in {READY_TIMEOUT} s: {log.read_text()}") from None
+            raise MountFailed(f"not mounted in {READY_TIMEOUT} s", log.read_text()) from None
     mount = Mount(proc, mountpoint, log)
     if answer != "ready":
         try:
             proc.wait(timeout=30)
         finally:
             mount.cleanup()
-        raise MountFailed(f"{answer} (exit {proc.returncode}): {log.read_text()}")
+        raise MountFailed(f"{answer} (exit {proc.returncode})", log.read_text())
     return mount
