@@ -41,7 +41,7 @@ from bench.harness import (
     ratio_at_most,
     run_tool,
 )
-from remotefs.cli import default_cache_root
+from remotefs.config import default_cache_root
 
 REGION_GROUP = "bam-region"
 SCATTERED_GROUP = "bam-scattered"

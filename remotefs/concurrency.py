@@ -30,7 +30,8 @@ from __future__ import annotations
 import copy
 import enum
 import math
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar, cast
 
 import trio
@@ -150,6 +151,28 @@ class SingleFlight(Generic[K, V]):
             if not isinstance(outcome, Abandoned):
                 return outcome
             # The leader left without an outcome: lead ourselves, on our own time.
+
+
+INNER_MARGIN = 0.05
+"""Seconds before the enclosing deadline at which work beneath a FUSE handler gives up by
+itself. With equal deadlines trio hands the cancellation to the outermost scope, and the
+handler would learn only "too slow"; ending first, the work says what ran out of time, as a
+``DeadlineExceeded`` that the layers between can see and remember (:class:`RecentFailures`)."""
+
+
+def inner_deadline() -> float:
+    """The enclosing deadline less ``INNER_MARGIN`` (``inf`` when none is set)."""
+    return trio.current_effective_deadline() - INNER_MARGIN
+
+
+@contextmanager
+def before_the_deadline(what: Callable[[], str]) -> Iterator[None]:
+    """Run the block until a moment before the enclosing deadline; if that comes first,
+    raise ``DeadlineExceeded(what())`` (instead of the caller's own "too slow")."""
+    with trio.move_on_at(inner_deadline()) as scope:
+        yield
+    if scope.cancelled_caught:
+        raise DeadlineExceeded(what())
 
 
 RECENT_FAILURE_WINDOW = 0.25

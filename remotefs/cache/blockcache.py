@@ -66,7 +66,7 @@ import trio
 
 from remotefs.cache.extents import CHUNK_SIZE, Extents
 from remotefs.cache.store import ChunkStore, DamagedChunk
-from remotefs.concurrency import Flight, RecentFailures, gather_limited
+from remotefs.concurrency import Flight, RecentFailures, before_the_deadline, gather_limited
 from remotefs.config import DEFAULT_TIMEOUT
 from remotefs.errors import ProtocolError, RemoteError
 from remotefs.model import RemoteEntry
@@ -356,6 +356,21 @@ class BlockCache:
         todo = self._not_in_flight(entry, gaps)
         if todo:
             self._recent_failures.check(key, since)  # a reader queued behind a failure
+        try:
+            with before_the_deadline(
+                lambda: (
+                    f"{entry.name}: bytes at {gaps[0][0]} did not "
+                    "arrive before the operation's deadline"
+                )
+            ):
+                await self._fetch_and_wait(entry, todo, waits)
+        except RemoteError as exc:
+            self._recent_failures.note(key, exc)
+            raise
+
+    async def _fetch_and_wait(
+        self, entry: RemoteEntry, todo: list[tuple[int, int]], waits: list[_Flight]
+    ) -> None:
         mine = [self._register(entry, a, b) for a, b in todo]  # before any await
         try:
             fetches = [
@@ -366,9 +381,6 @@ class BlockCache:
                 await fetches[0]()
             elif fetches:
                 await gather_limited(fetches, len(fetches))  # the first error, as itself
-        except RemoteError as exc:
-            self._recent_failures.note(key, exc)
-            raise
         finally:
             for flight in mine:
                 self._unregister(entry, flight)

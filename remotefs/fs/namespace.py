@@ -42,7 +42,7 @@ import trio
 
 from remotefs.backends.base import Backend
 from remotefs.cache.records import RecordStore
-from remotefs.concurrency import RecentFailures, SingleFlight
+from remotefs.concurrency import RecentFailures, SingleFlight, before_the_deadline
 from remotefs.errors import AccessDenied, NotADirectory, NotFound, RemoteError, Stale
 from remotefs.fs.names import posix_names
 from remotefs.model import RemoteEntry
@@ -147,7 +147,8 @@ class Namespace:
         if held is None:
             self._recent_failures.check(inode)  # lookups the kernel queued behind a failure
             try:
-                return await self._fetches.run(inode, partial(self._fetch, inode))
+                with before_the_deadline(lambda: f"{self._name(inode)}: no listing in time"):
+                    return await self._fetches.run(inode, partial(self._fetch, inode))
             except RemoteError as exc:
                 self._recent_failures.note(inode, exc)
                 raise
@@ -197,6 +198,10 @@ class Namespace:
                 self._refresh_failed(inode, str(exc))
         if scope.cancelled_caught:
             self._refresh_failed(inode, f"no answer within {self.timeout:.0f} s")
+
+    def _name(self, inode: int) -> str:
+        entry = self.node(inode).entry
+        return f"folder {entry.name!r} ({entry.id})"
 
     def _refresh_failed(self, inode: int, reason: str) -> None:
         if inode in self._failing:

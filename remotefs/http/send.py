@@ -37,6 +37,7 @@ from contextvars import ContextVar
 import httpx
 import trio
 
+from remotefs.concurrency import inner_deadline
 from remotefs.errors import (
     AccessDenied,
     DeadlineExceeded,
@@ -81,20 +82,14 @@ def give_up_connecting_after(seconds: float) -> Iterator[None]:
         _connect_budget.reset(token)
 
 
-INNER_MARGIN = 0.05
-"""Seconds before the enclosing deadline at which a request gives up. With equal deadlines
-trio hands the cancellation to the outermost scope, and the caller would learn only "too
-slow"; ending first, the request says which URL ran out of time, as a ``DeadlineExceeded``
-that the layers between can see (``concurrency.RecentFailures``)."""
-
-
 def operation_deadline(policy: RetryPolicy = DEFAULT_POLICY) -> float:
-    """The enclosing deadline (``trio.current_time()`` scale) less ``INNER_MARGIN``, or
-    ``operation_timeout`` from now when no scope sets one."""
-    deadline = trio.current_effective_deadline()
+    """A moment before the enclosing deadline (``concurrency.inner_deadline``: the request
+    then says which URL ran out of time), or ``operation_timeout`` from now when no scope
+    sets one."""
+    deadline = inner_deadline()
     if math.isinf(deadline):
         return trio.current_time() + policy.operation_timeout
-    return deadline - INNER_MARGIN
+    return deadline
 
 
 class _Retryable(Exception):

@@ -180,17 +180,23 @@ async def test_waiter_timed_out_gets_its_own_deadline_and_the_flight_goes_on(
     assert work.started == ["a"]
 
 
-async def test_an_unexpected_error_is_not_shared() -> None:
-    """A bug in the leader's work is the leader's to report; waiters try for themselves."""
+async def _leader_then_waiter(outcome: object) -> tuple[Work, dict[str, object]]:
+    """``a`` leads, ``b`` waits for it, then the work ends with ``outcome``."""
     flights: SingleFlight[str, object] = SingleFlight()
     work, results = Work(), {}
-    work.outcome = KeyError("bug")
+    work.outcome = outcome
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_caller, flights, work, "a", results)
         await trio.testing.wait_all_tasks_blocked()
         nursery.start_soon(_caller, flights, work, "b", results)
         await trio.testing.wait_all_tasks_blocked()
         work.release.set()
+    return work, results
+
+
+async def test_an_unexpected_error_is_not_shared() -> None:
+    """A bug in the leader's work is the leader's to report; waiters try for themselves."""
+    work, results = await _leader_then_waiter(KeyError("bug"))
     assert isinstance(results["a"], KeyError) and isinstance(results["b"], KeyError)
     assert work.started == ["a", "b"]
 
@@ -252,15 +258,7 @@ async def test_gather_limited_passes_the_callers_own_cancellation(
 
 async def test_transient_failure_is_shared() -> None:
     """Retries exhausted is the platform's answer: waiters get it, not a second round."""
-    flights: SingleFlight[str, object] = SingleFlight()
-    work, results = Work(), {}
-    work.outcome = Transient("gave up after 10 attempts")
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_caller, flights, work, "a", results)
-        await trio.testing.wait_all_tasks_blocked()
-        nursery.start_soon(_caller, flights, work, "b", results)
-        await trio.testing.wait_all_tasks_blocked()
-        work.release.set()
+    work, results = await _leader_then_waiter(Transient("gave up after 10 attempts"))
     assert work.started == ["a"]
     assert isinstance(results["b"], Transient) and not isinstance(results["b"], DeadlineExceeded)
 
