@@ -135,11 +135,24 @@ class SingleFlight(Generic[K, V]):
     def running(self, key: K) -> bool:
         return key in self._flights
 
-    async def run(self, key: K, work: Callable[[], Awaitable[V]]) -> V:
+    async def run(
+        self,
+        key: K,
+        work: Callable[[], Awaitable[V]],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> V:
         """``work()``'s outcome for ``key``: led by this caller if no flight is running,
-        else the running flight's (taken over if its leader abandons it)."""
+        else the running flight's (taken over if its leader abandons it).
+
+        ``task_status``: for ``nursery.start``: started once this caller leads or waits, so
+        that a background task started this way owns the flight before anyone else asks."""
+        started = False
         while True:
             flight = self._flights.get(key)
+            if not started:
+                task_status.started()
+                started = True
             if flight is None:
                 flight = self._flights[key] = Flight()
                 try:
@@ -229,8 +242,8 @@ async def gather_limited(thunks: Sequence[Callable[[], Awaitable[T]]], limit: in
     """Run ``thunks`` with at most ``limit`` at once; results in order.
 
     The first exception cancels the rest and is raised as itself (not as an exception group),
-    so callers see the ``RemoteError`` they expect. A cancellation of the caller is the
-    caller's own and passes through unchanged.
+    so callers see the ``RemoteError`` they expect. A cancellation of the caller stays the
+    caller's (its scope catches it), though it may arrive as a group of ``Cancelled``.
     """
     results: list[Any] = [None] * len(thunks)
     failure: Exception | None = None

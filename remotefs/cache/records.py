@@ -48,7 +48,9 @@ FORMAT = "r1"
 RECORDS_BYTES = 256 << 20
 """The store's bound. A listing costs ~0.5 KB per entry (the platform's record, JSON), so
 this holds a few hundred thousand entries."""
-_DISK_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+RECORD_ERRORS = (OSError, sqlite3.Error, diskcache.Timeout)
+"""What a store raises when its files cannot be opened, read or written."""
+_DISK_ERRORS = RECORD_ERRORS
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,9 @@ class RecordStore:
         )
         self._user = user_key
         self._clock = clock
-        self._queued: dict[str, bytes] = {}
+        self._queued: dict[str, Callable[[], Any]] = {}
+        """Key → what makes its JSON value: encoded in the writer's thread (a 100,000-entry
+        listing is tens of MB of JSON: never on the trio thread)."""
         self._wake = trio.Event()
 
     # --- keys -----------------------------------------------------------------------------
@@ -200,26 +204,29 @@ class RecordStore:
     # --- writing --------------------------------------------------------------------------
 
     def remember_listing(self, folder_id: str, entries: list[RemoteEntry]) -> None:
+        listed_at = self._clock()
         self._queue(
-            self._listing_key(folder_id), [self._clock(), [encode_entry(e) for e in entries]]
+            self._listing_key(folder_id),
+            lambda: [listed_at, [encode_entry(e) for e in entries]],  # entries are immutable
         )
 
     def remember_root(self, scope: str, entry: RemoteEntry) -> None:
-        self._queue(self._root_key(scope), encode_entry(entry))
+        self._queue(self._root_key(scope), lambda: encode_entry(entry))
 
     def remember_value(self, key: str, value: Any) -> None:
-        self._queue(self._value_key(key), value)
+        self._queue(self._value_key(key), lambda: value)
 
-    def _queue(self, key: str, value: Any) -> None:
-        self._queued[key] = _dumps(value)
+    def _queue(self, key: str, make: Callable[[], Any]) -> None:
+        self._queued[key] = make
         self._wake.set()
 
-    def _write(self, batch: dict[str, bytes]) -> None:
+    def _write(self, batch: dict[str, Callable[[], Any]]) -> None:
         if not batch:
             return
+        encoded = {key: _dumps(make()) for key, make in batch.items()}
         try:
             with self._cache.transact():
-                for key, raw in batch.items():
+                for key, raw in encoded.items():
                     self._cache.set(key, raw)
         except _DISK_ERRORS as exc:
             log.warning("cannot write the record cache: %s", exc)

@@ -8,13 +8,16 @@
   ``ttl`` seconds. One fetch at a time per directory (:class:`~remotefs.concurrency.SingleFlight`):
   concurrent callers share its outcome, never its cancellation or deadline.
 - **Stale but served**: once a listing has expired, the next caller starts a refresh in the
-  background (under the full operation timeout, owned by no caller) and waits for it at
-  most ``STALE_GRACE`` seconds. If the refresh fails (unreachable, 5xx, 429, a malformed
+  background (a task of the namespace's nursery registers and leads it before the caller
+  goes on: the full operation timeout, owned by no caller) and waits for it at most
+  ``STALE_GRACE`` seconds. If the refresh fails (unreachable, 5xx, 429, a malformed
   answer, the deadline) or is still running, the old listing is served, and the folder's
   files keep their cached bytes. One WARNING per folder says so, and while that folder's
   refreshes keep failing its callers get the old listing at once; the first refresh that
   succeeds replaces it (INFO). A folder the platform says is gone (404) or forbidden (403)
-  is not served stale: those are answers, not failures.
+  is not served stale: those are answers, not failures; the old listing is dropped and the
+  next caller gets ENOENT/EACCES. A refresh that fails unexpectedly (a bug, an answer no
+  parser foresaw) is logged with its traceback and counts as a failed refresh.
 - **Remembered across mounts** (``records``, optional): every fetched listing is written to
   the record store; a folder's first use in a mount recalls it from there (one worker-thread
   read), with its real age, so a remount within ``ttl`` costs no listing request, and a
@@ -43,7 +46,14 @@ import trio
 from remotefs.backends.base import Backend
 from remotefs.cache.records import RecordStore
 from remotefs.concurrency import RecentFailures, SingleFlight, before_the_deadline
-from remotefs.errors import AccessDenied, NotADirectory, NotFound, RemoteError, Stale
+from remotefs.errors import (
+    AccessDenied,
+    DeadlineExceeded,
+    NotADirectory,
+    NotFound,
+    RemoteError,
+    Stale,
+)
 from remotefs.fs.names import posix_names
 from remotefs.model import RemoteEntry
 
@@ -145,7 +155,8 @@ class Namespace:
         if held is not None and self._fresh(held):
             return held
         if held is None:
-            self._recent_failures.check(inode)  # lookups the kernel queued behind a failure
+            if not self._fetches.running(inode):  # else: join the flight that is running
+                self._recent_failures.check(inode)  # lookups queued behind a failure
             try:
                 with before_the_deadline(lambda: f"{self._name(inode)}: no listing in time"):
                     return await self._fetches.run(inode, partial(self._fetch, inode))
@@ -173,7 +184,9 @@ class Namespace:
 
     async def _refresh_or_stale(self, inode: int, stale: Listing) -> Listing:
         if self._nursery is not None and not self._fetches.running(inode):
-            self._nursery.start_soon(self._refresh, inode)
+            # The background task registers and leads the flight before we go on: the
+            # refresh is its own (full timeout), never this caller's.
+            await self._nursery.start(self._refresh, inode)
         if inode in self._failing and self._nursery is not None:
             return stale  # its refreshes keep failing: do not make every caller wait
         remaining = trio.current_effective_deadline() - trio.current_time()
@@ -183,19 +196,30 @@ class Namespace:
                 return await self._fetches.run(inode, partial(self._fetch, inode))
         except _ANSWERS:
             raise
+        except DeadlineExceeded:
+            pass  # this caller's own patience (it led after the refresh was abandoned)
         except RemoteError as exc:
             self._refresh_failed(inode, str(exc))
         return stale
 
-    async def _refresh(self, inode: int) -> None:
-        """A background refresh, under the full operation timeout."""
+    async def _refresh(
+        self, inode: int, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """A background refresh, under the full operation timeout. Whatever happens stays
+        here: a failure is logged (and the old listing served), an answer (the folder is
+        gone, or forbidden) drops the old listing, so that the next caller hears it."""
         with trio.move_on_after(self.timeout) as scope:
             try:
-                await self._fetches.run(inode, partial(self._fetch, inode))
+                await self._fetches.run(inode, partial(self._fetch, inode), task_status=task_status)
             except _ANSWERS as exc:
-                log.debug("refreshing %s: %s", self.node(inode).entry.id, exc)
+                log.info("%s: %s; its old listing is dropped", self._name(inode), exc)
+                self._failing.discard(inode)
+                self._listings.pop(inode, None)
             except RemoteError as exc:
                 self._refresh_failed(inode, str(exc))
+            except Exception as exc:  # a bug, or an answer no parser foresaw: never fatal
+                log.exception("%s: refreshing its listing failed unexpectedly", self._name(inode))
+                self._refresh_failed(inode, f"{type(exc).__name__}: {exc}")
         if scope.cancelled_caught:
             self._refresh_failed(inode, f"no answer within {self.timeout:.0f} s")
 

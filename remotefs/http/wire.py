@@ -52,11 +52,11 @@ def parse_iso8601_ns(value: object) -> int | None:
         return None
     try:
         stamp = datetime.fromisoformat(value)
-    except ValueError:
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        seconds = calendar.timegm(stamp.utctimetuple())
+    except (ValueError, OverflowError):  # also year 1 with a positive offset
         return None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=UTC)
-    seconds = calendar.timegm(stamp.utctimetuple())
     return seconds * 1_000_000_000 + stamp.microsecond * 1_000
 
 

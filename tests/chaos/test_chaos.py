@@ -11,7 +11,9 @@ checking every call: exact names, sizes and bytes, or EIO/EACCES/ENOENT; never l
 exact once the faults stop, and the mounts hold no more threads or sockets than before.
 
 ``REMOTEFS_CHAOS_SECONDS`` sets the schedule's length (CI: 45 s, the whole test ~90 s).
-Replay a failure with the seed its message names: ``REMOTEFS_CHAOS_SEED=N``.
+Replay a failure with the seed its message names: ``REMOTEFS_CHAOS_SEED=N`` (the same
+faults in the same order, and the same readers' choices; the timing, and so the
+interleavings, differ).
 """
 
 from __future__ import annotations

@@ -15,8 +15,10 @@ extended attribute. Every system call is timed and checked on its own:
 - no call takes longer than ``max_call_seconds``.
 
 It prints one JSON line: calls by operation, errors by errno name, and the first violations.
-Folders and files are reached through directory file descriptors (``/proc/self/fd/N/name``)
-so that a call is one FUSE request as far as possible, not a walk of the whole path.
+The bound is per FUSE operation, so each call is made to be one: folders are opened one
+component at a time, relative to their parent's descriptor, and files through their
+folder's (``/proc/self/fd/N/name``), never by walking a whole path; a read asks for at most
+``READ_PIECE`` (a larger one is several FUSE reads in series, each with its own deadline).
 """
 
 from __future__ import annotations
@@ -96,27 +98,40 @@ class Worker:
         if len(self.violations) < 50:
             self.violations.append(text)
 
-    def dir_fd(self, folder: Path) -> int | None:
+    def dir_fd(self, folder: Path, root: Path) -> int | None:
+        """A descriptor of ``folder`` (under ``root``), each component opened relative to
+        its parent's: one lookup per call."""
         fd = self.dir_fds.get(folder)
-        if fd is None:
+        if fd is not None:
+            return fd
+        if folder == root:
             fd = self.call(
-                "open-dir", str(folder), lambda: os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+                "open-dir", str(root), lambda: os.open(root, os.O_RDONLY | os.O_DIRECTORY)
             )
-            if fd is not None:
-                self.dir_fds[folder] = fd
+        else:
+            parent = self.dir_fd(folder.parent, root)
+            if parent is None:
+                return None
+            fd = self.call(
+                "open-dir",
+                str(folder),
+                lambda: os.open(folder.name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=parent),
+            )
+        if fd is not None:
+            self.dir_fds[folder] = fd
         return fd
 
     def via(self, rel: str, root: Path) -> str | None:
         """``/proc/self/fd/N/name`` for ``rel`` under ``root`` (its folder opened once)."""
         parent, _, name = rel.rpartition("/")
-        fd = self.dir_fd(root / parent if parent else root)
+        fd = self.dir_fd(root / parent if parent else root, root)
         return None if fd is None else f"/proc/self/fd/{fd}/{name}"
 
     # --- operations -----------------------------------------------------------------------
 
     def list_folder(self, root: Path, folders: dict[str, set[str]]) -> None:
         rel = self.rng.choice(sorted(folders))
-        fd = self.dir_fd(root / rel if rel else root)
+        fd = self.dir_fd(root / rel if rel else root, root)
         if fd is None:
             return
         names = self.call("list", rel or "/", lambda: os.listdir(f"/proc/self/fd/{fd}"))
@@ -154,7 +169,7 @@ class Worker:
                     if not self.check_read(fd, rel, source, offset, self.rng.randint(1, 64 << 10)):
                         break
             else:  # across EOF
-                back = self.rng.randint(1, min(source.size, 3 << 20) or 1)
+                back = self.rng.randint(1, min(source.size, READ_PIECE // 2) or 1)
                 self.check_read(fd, rel, source, max(0, source.size - back), 2 * back)
             if self.rng.random() < 0.3:
                 value = self.call(
@@ -166,7 +181,7 @@ class Worker:
             os.close(fd)
 
     def check_read(self, fd: int, rel: str, source: Source, offset: int, length: int) -> bool:
-        length = min(length, 4 << 20)
+        length = min(length, READ_PIECE)
         got = self.call("read", rel, lambda: os.pread(fd, length, offset))
         if got is None:
             return False

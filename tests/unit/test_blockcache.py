@@ -551,3 +551,42 @@ def test_reads_stay_exact_while_read_ahead_is_cancelled(
     with pytest.MonkeyPatch.context() as patch:  # (hypothesis reruns: no function fixture)
         patch.setattr(blockcache, "UNWRITTEN_BYTES", CHUNK_SIZE)
         trio.run(run)
+
+
+async def test_a_waiter_with_time_left_takes_over_a_timed_out_fetch(
+    tmp_path: Path, platform: FakePlatform, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Review finding: the leader's failure for lack of time was answered to its waiter too
+    (RecentFailures), so the waiter never took over. Now a reader that waited on a fetch
+    that was abandoned leads its own, on its own time."""
+    from remotefs.cache.reader import Reader
+    from remotefs.errors import DeadlineExceeded
+
+    platform.gate = trio.Event()
+    outcomes: dict[str, object] = {}
+    async with trio.open_nursery() as nursery:
+        cache = await _open(tmp_path, platform, nursery)
+        reader = Reader(cache)
+        first = reader.open(ENTRY, b"f1.bin", lambda name: None)
+        second = reader.open(ENTRY, b"f1.bin", lambda name: None)
+
+        async def read(who: str, handle: object, timeout: float) -> None:
+            try:
+                with trio.fail_after(timeout):
+                    outcomes[who] = await handle.read(0, 4096)  # type: ignore[attr-defined]
+            except (DeadlineExceeded, trio.TooSlowError) as exc:
+                outcomes[who] = type(exc).__name__
+
+        nursery.start_soon(read, "leader", first, 4.0)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.0)
+        nursery.start_soon(read, "waiter", second, 30.0)
+        while "leader" not in outcomes:
+            await trio.sleep(0.5)
+        await trio.testing.wait_all_tasks_blocked(cushion=0.0)
+        assert len(platform.calls) == 2  # the waiter leads a fetch of its own
+        platform.gate.set()
+        while "waiter" not in outcomes:
+            await trio.sleep(0.5)
+        nursery.cancel_scope.cancel()
+    cache.close()
+    assert outcomes == {"leader": "DeadlineExceeded", "waiter": CONTENT.read(0, 4096)}

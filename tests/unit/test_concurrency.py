@@ -250,7 +250,7 @@ async def test_gather_limited_passes_the_callers_own_cancellation(
 
     with trio.move_on_after(5) as scope:
         await gather_limited([slow, slow, slow], 2)
-    assert scope.cancelled_caught  # a plain Cancelled for the caller's scope, no group
+    assert scope.cancelled_caught  # the caller's own scope caught its cancellation
     with pytest.raises(trio.TooSlowError):
         with trio.fail_after(5):
             await gather_limited([slow, slow], 2)

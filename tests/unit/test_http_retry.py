@@ -17,12 +17,19 @@ import pytest
 import trio
 
 from remotefs.concurrency import SingleFlight, gather_limited
-from remotefs.errors import AccessDenied, NotFound, ProtocolError, Stale, Transient
+from remotefs.errors import (
+    AccessDenied,
+    DeadlineExceeded,
+    NotFound,
+    ProtocolError,
+    Stale,
+    Transient,
+)
 from remotefs.http.client import make_client
 from remotefs.http.ranges import range_body
 from remotefs.http.ratelimit import RateLimitState
 from remotefs.http.retry import RetryPolicy
-from remotefs.http.send import send
+from remotefs.http.send import give_up_connecting_after, send
 from remotefs.http.wire import parse_http_date_ns, parse_iso8601_ns
 
 URL = "http://api.test/v2/files"
@@ -483,3 +490,29 @@ def test_timestamps() -> None:
     assert parse_iso8601_ns("yesterday") is None and parse_iso8601_ns(None) is None
     assert parse_http_date_ns("Wed, 07 Aug 2019 13:28:01 GMT") == 1565184481 * 10**9
     assert parse_http_date_ns("garbage") is None
+
+
+async def test_a_mounts_first_request_gives_up_connecting_within_its_budget(
+    autojump_clock,
+) -> None:
+    """A host that refuses, and one that never answers (packets dropped): either way the
+    mount's first request says so within the budget, not after the whole deadline."""
+    refused = Recorder(httpx.ConnectError("Connection refused"))
+
+    async def blackhole(request: httpx.Request) -> httpx.Response:
+        await trio.sleep_forever()
+        raise AssertionError
+
+    for transport in (httpx.MockTransport(refused), httpx.MockTransport(blackhole)):
+        start = trio.current_time()
+        with give_up_connecting_after(3.0):
+            async with make_client(transport=transport) as client:
+                with pytest.raises(Transient) as info:
+                    await send(client, "GET", URL, deadline=start + 30)
+        assert trio.current_time() - start <= 3.0 + 1e-6
+        assert not isinstance(info.value, DeadlineExceeded)
+    start = trio.current_time()  # outside the block: retried on, past the budget
+    refused = Recorder(httpx.ConnectError("Connection refused"))
+    with pytest.raises(Transient):
+        await call(refused, deadline=start + 30)
+    assert trio.current_time() - start > 3.0 and len(refused.requests) == POLICY.max_attempts

@@ -47,7 +47,8 @@ class Scripted:
             return entries("a", "b", "gated")
         if isinstance(self.answer, BaseException):
             raise self.answer
-        assert isinstance(self.answer, list)
+        if not isinstance(self.answer, list):
+            raise TypeError(self.answer)
         return self.answer
 
 
@@ -191,3 +192,71 @@ def test_the_record_store_drops_what_it_cannot_read(tmp_path: Path) -> None:
         assert records._listing_key("f") not in records._cache  # dropped
     finally:
         records.close()
+
+
+async def test_a_slow_but_healthy_refresh_is_led_by_the_background_once(
+    served: tuple[Namespace, Scripted],
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Review finding: the caller must not lead the refresh under its grace (it did, timed
+    out, logged a false WARNING, and the listing was fetched twice)."""
+    names, backend = served
+    await names.listing(ROOT_INODE)
+    await trio.sleep(TTL + 1)
+    backend.answer = "gate"
+    with trio.fail_after(30):
+        assert list((await names.listing(ROOT_INODE)).names) == [b"a", b"b"]  # stale, at once
+    await trio.sleep(STALE_GRACE * 2)  # the refresh is slower than the grace
+    backend.release.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert backend.calls == 2  # the first listing, and one refresh: no second round
+    assert listed(names) == [b"a", b"b", b"gated"]
+    assert "could not be refreshed" not in caplog.text
+
+
+async def test_a_folder_gone_after_an_outage_is_enoent_not_stale_forever(
+    served: tuple[Namespace, Scripted], autojump_clock: trio.testing.MockClock
+) -> None:
+    names, backend = served
+    await names.listing(ROOT_INODE)
+    await trio.sleep(TTL + 1)
+    backend.answer = Transient("HTTP 503")
+    await names.listing(ROOT_INODE)  # stale; the folder is now failing
+    backend.answer = NotFound("the folder is gone")
+    with pytest.raises(NotFound):  # the refresh heard 404: the old listing is dropped
+        await names.listing(ROOT_INODE)
+    with pytest.raises(NotFound):
+        await names.listing(ROOT_INODE)
+
+
+async def test_an_unexpected_error_in_a_background_refresh_is_not_fatal(
+    served: tuple[Namespace, Scripted],
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    names, backend = served
+    await names.listing(ROOT_INODE)
+    await trio.sleep(TTL + 1)
+    backend.answer = AttributeError("'list' object has no attribute 'get'")  # a parser's bug
+    assert list((await names.listing(ROOT_INODE)).names) == [b"a", b"b"]
+    await trio.testing.wait_all_tasks_blocked()
+    assert "failed unexpectedly" in caplog.text  # logged with its traceback; nursery alive
+    backend.answer = entries("a")
+    await names.listing(ROOT_INODE)
+    await trio.testing.wait_all_tasks_blocked()
+    assert listed(names) == [b"a"]
+
+
+def test_a_record_store_that_cannot_be_opened_costs_only_the_records(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from remotefs.mount import open_records
+
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "cache.db").write_bytes(b"this is not a database" * 100)
+    assert open_records(tmp_path / "records", "u1") is None
+    assert "cannot be opened" in caplog.text
+    healthy = open_records(tmp_path / "fresh", "u1")
+    assert healthy is not None
+    healthy.close()
