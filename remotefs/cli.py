@@ -1,8 +1,11 @@
 """The ``remotefs`` command line: parses arguments into calls, turns user errors into one line.
 
 Sub-commands: ``mount`` / ``umount``, ``emulator`` (the platform emulator alone), ``demo``
-(the emulator with the demo dataset, mounted, printing what to try). A user error (a missing data
-directory, a malformed sidecar) prints ``remotefs: error: …`` and exits 2, with no traceback.
+(the emulator with the demo dataset, mounted, printing what to try), ``systemd-unit`` (the
+unit file for this installation). A user error (a missing data directory, a malformed
+sidecar) prints ``remotefs: error: …`` and exits 2, with no traceback. Called by
+``mount.fuse3`` as ``remotefs SOURCE MOUNTPOINT -o OPTIONS`` (fstab type ``fuse.remotefs``),
+it is the fstab helper (``remotefs.fstab``).
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from pathlib import Path
 from remotefs import __version__
 from remotefs.config import (
     DEFAULT_CACHE_SIZE,
+    DEFAULT_SNIFFERS,
     DEFAULT_TIMEOUT,
     DEFAULT_TTL,
     PLATFORMS,
+    SNIFFER_BYTES,
     MountConfig,
     default_cache_root,
 )
@@ -158,24 +163,58 @@ def parse_size(text: str) -> int:
 
 def _mount_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("mount", help="mount a platform as a read-only directory tree")
-    p.add_argument("mountpoint", type=Path)
+    p.add_argument(
+        "mountpoint", type=Path, help="an empty directory, where the platform's files appear"
+    )
     p.add_argument("--platform", choices=PLATFORMS, required=True)
     p.add_argument("--api-url", help="SB: the API endpoint (…/v2); Genestack: the host root")
     p.add_argument("--project", help="SB: mount this project (owner/name) as the root")
     p.add_argument(
         "--profile", help="SB: profile of ~/.sevenbridges/credentials (default: default)"
     )
-    p.add_argument("--token-file", type=Path, help="Genestack: file holding the API token")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        help="a file holding the token (first line); SB: instead of the environment or a profile",
+    )
     p.add_argument("--cache-dir", type=Path, help="default: $XDG_CACHE_HOME/remotefs")
     p.add_argument(
         "--cache-size",
         type=parse_size,
         default=DEFAULT_CACHE_SIZE,
-        help=f"default {DEFAULT_CACHE_SIZE >> 30}G",
+        help=f"disk cache bound, e.g. 50G (default {DEFAULT_CACHE_SIZE >> 30}G)",
     )
-    p.add_argument("--ttl", type=float, default=DEFAULT_TTL, help="seconds listings are trusted")
     p.add_argument(
-        "--timeout", type=float, default=DEFAULT_TIMEOUT, help="seconds before a read gets EIO"
+        "--ttl",
+        type=float,
+        default=DEFAULT_TTL,
+        help=f"seconds listings are trusted (default {DEFAULT_TTL:g})",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT,
+        help=f"seconds an operation may wait for the platform before EIO (default "
+        f"{DEFAULT_TIMEOUT:g})",
+    )
+    p.add_argument(
+        "--sniffer",
+        action="append",
+        default=[],
+        metavar="PROGRAM",
+        help="a program (glob) whose reads are a file manager's or indexer's: exact, capped "
+        "(repeatable; added to the defaults, see README)",
+    )
+    p.add_argument(
+        "--no-default-sniffers",
+        action="store_true",
+        help="treat no program as a sniffer but those named with --sniffer",
+    )
+    p.add_argument(
+        "--sniffer-bytes",
+        type=parse_size,
+        default=SNIFFER_BYTES,
+        help=f"bytes a sniffer may fetch per file (default {SNIFFER_BYTES >> 20}M)",
     )
     p.add_argument("--allow-other", action="store_true", help="let other users read the mount")
     p.add_argument("--foreground", action="store_true", help="stay in the foreground")
@@ -183,8 +222,13 @@ def _mount_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=_run_mount)
 
     u = sub.add_parser("umount", help="unmount a remotefs mount")
-    u.add_argument("mountpoint", type=Path)
+    u.add_argument("mountpoint", type=Path, help="where a remotefs mount is mounted")
     u.set_defaults(func=_run_umount)
+
+    unit = sub.add_parser(
+        "systemd-unit", help="print the systemd unit (remotefs@.service) for this installation"
+    )
+    unit.set_defaults(func=_run_systemd_unit)
 
 
 def setup_logging(debug: bool) -> None:
@@ -212,6 +256,8 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         allow_other=args.allow_other,
         ttl=args.ttl,
         deadline=args.timeout,
+        sniffers=(*(() if args.no_default_sniffers else DEFAULT_SNIFFERS), *args.sniffer),
+        sniffer_bytes=args.sniffer_bytes,
     )
 
 
@@ -241,10 +287,10 @@ def _run_mount(args: argparse.Namespace) -> int:
     except (MountError, CredentialsError) as exc:
         report(f"error: {exc}")
         raise UsageError(str(exc)) from None
-    except KeyboardInterrupt:  # a SIGINT before the mount's own handler was in place
-        report("error: interrupted")
-        return 130
     except BaseException as exc:
+        if _interrupted(exc):  # a SIGINT before the mount's own handler was in place
+            report("error: interrupted")
+            return 130
         logging.getLogger("remotefs").critical(
             "the mount of %s stopped unexpectedly: %s", args.mountpoint, exc, exc_info=exc
         )
@@ -253,13 +299,27 @@ def _run_mount(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """A Ctrl-C, alone or inside the exception group of a nursery it unwound."""
+    if isinstance(exc, KeyboardInterrupt):
+        return True
+    if isinstance(exc, BaseExceptionGroup):
+        import trio
+
+        return (
+            exc.split(KeyboardInterrupt)[0] is not None
+            and exc.split((KeyboardInterrupt, trio.Cancelled))[1] is None
+        )
+    return False
+
+
 def _daemonize(args: argparse.Namespace) -> int:
     """Start ``mount --foreground`` detached; return once it has mounted (or failed)."""
     from remotefs.ready import NotReady, spawn_mount
 
     cache_dir = (args.cache_dir or default_cache_root()).absolute()
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    argv = sys.argv[sys.argv.index("mount") + 1 :]
+    argv: list[str] = args.argv
     with open(cache_dir / "mount.log", "ab") as log_file:
         try:
             proc, text = spawn_mount(
@@ -282,18 +342,36 @@ def _daemonize(args: argparse.Namespace) -> int:
 
 
 def _run_umount(args: argparse.Namespace) -> int:
+    """``fusermount3 -u``, for remotefs mounts only: anything else is refused, untouched."""
     import subprocess
 
-    done = subprocess.run(
-        ["fusermount3", "-u", str(args.mountpoint)], capture_output=True, text=True
-    )
+    from remotefs.mounts import mount_at
+
+    path = args.mountpoint.absolute()
+    found = mount_at(path)
+    if found is None:
+        raise UsageError(f"{path} is not a mount point; nothing unmounted")
+    if found.fstype != "fuse.remotefs":
+        raise UsageError(f"{path} is a {found.fstype} mount, not remotefs; nothing unmounted")
+    done = subprocess.run(["fusermount3", "-u", str(path)], capture_output=True, text=True)
     if done.returncode != 0:
-        raise UsageError(done.stderr.strip() or f"cannot unmount {args.mountpoint}")
+        raise UsageError(done.stderr.strip() or f"cannot unmount {path}")
     return 0
 
 
+def _run_systemd_unit(args: argparse.Namespace) -> int:
+    from remotefs.systemd import unit_file
+
+    sys.stdout.write(unit_file())
+    return 0
+
+
+DESCRIPTION = "Seven Bridges / CAVATICA and Genestack ODM files as a read-only directory tree."
+SUBCOMMANDS = frozenset({"mount", "umount", "emulator", "demo", "systemd-unit"})
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="remotefs", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="remotefs", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"remotefs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _mount_parser(sub)
@@ -303,8 +381,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] not in SUBCOMMANDS and ":" in argv[0] and not argv[0].startswith("-"):
+        from remotefs.fstab import run_helper  # mount.fuse3: remotefs SOURCE MOUNTPOINT -o …
+
+        return run_helper(argv, main, "remotefs")
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "mount":
+        args.argv = argv[argv.index("mount") + 1 :]  # what a daemon runs again, in the foreground
     try:
         return int(args.func(args))
     except UsageError as exc:

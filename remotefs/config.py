@@ -19,6 +19,24 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_CACHE_SIZE = 10 << 30
 """Bytes of file blocks kept on disk."""
 PLATFORMS = ("sevenbridges", "genestack")
+DEFAULT_SNIFFERS: tuple[str, ...] = (
+    # file managers: their own MIME sniffing (and in-process thumbnails)
+    "pcmanfm", "pcmanfm-qt", "nautilus", "thunar", "Thunar", "dolphin", "nemo", "caja",
+    "spacefm", "krusader",
+    # thumbnailers
+    "*thumbnailer*", "tumblerd", "ffmpegthumbnailer", "totem-video-thumbnailer",
+    "gnome-desktop-thumbnailer",
+    # desktop indexers and locate databases
+    "tracker-miner-fs*", "tracker-extract*", "localsearch*", "baloo_file*", "baloorunner",
+    "updatedb*", "mlocate", "plocate*",
+    # content sniffers
+    "file",
+)  # fmt: skip
+"""Programs whose reads are a sniffer's (``remotefs.fs.callers``), unless the mount is told
+otherwise (``--sniffer``, ``--no-default-sniffers``)."""
+SNIFFER_BYTES = 1 << 20
+"""Bytes a sniffer may have fetched per file: a MIME sniff takes 4 KiB, ``file`` the first
+1 MiB it reads (it reads up to 7 MiB of each end)."""
 
 
 def default_cache_root() -> Path:
@@ -43,3 +61,6 @@ class MountConfig:
     """Seconds a directory listing (and the kernel's attributes) are trusted."""
     deadline: float = DEFAULT_TIMEOUT
     """Seconds any one filesystem operation may wait for the network before EIO."""
+    sniffers: tuple[str, ...] = DEFAULT_SNIFFERS
+    """Programs (globs) whose reads get exact ranges and ``sniffer_bytes`` per file."""
+    sniffer_bytes: int = SNIFFER_BYTES

@@ -8,7 +8,9 @@ command-line argument (``ps`` shows those; design.md §6):
   ``[default]`` section of ``~/.sevenbridges/credentials``; with ``--profile NAME``, that
   section of the file (an explicit profile wins over the environment, as in
   ``sevenbridges.Config(profile=...)``). Keys: ``api_endpoint``, ``auth_token``. ``--api-url``
-  overrides the endpoint from any source.
+  overrides the endpoint from any source. ``--token-file FILE`` (first non-empty line) is the
+  token instead of any of those, with the endpoint from ``--api-url`` or ``SB_API_ENDPOINT``
+  (for fstab and systemd, where no environment is at hand).
 - **Genestack ODM** (spec 2.2): ``--token-file FILE`` (first non-empty line) is an API token;
   else ``GENESTACK_API_TOKEN`` (sent as ``Genestack-API-Token``); else
   ``GENESTACK_ACCESS_TOKEN`` (an OAuth access token, sent as ``Authorization: Bearer``). The
@@ -100,8 +102,18 @@ def sevenbridges_credentials(
     api_url: str | None,
     env: Mapping[str, str] = os.environ,
     home: Path | None = None,
+    token_file: Path | str | None = None,
 ) -> tuple[str, Secret]:
     """``(api endpoint, token)`` for Seven Bridges / CAVATICA (see the module docstring)."""
+    if token_file is not None:
+        if profile is not None:
+            raise CredentialsError("give --token-file or --profile, not both")
+        endpoint = api_url or env.get(SB_ENDPOINT_ENV, "").strip()
+        if not endpoint:
+            raise CredentialsError(
+                f"--token-file needs the API endpoint: pass --api-url or set {SB_ENDPOINT_ENV}"
+            )
+        return _endpoint(endpoint), Secret(_read_token_file(Path(token_file)))
     if profile is None and env.get(SB_TOKEN_ENV, "").strip():
         endpoint = api_url or env.get(SB_ENDPOINT_ENV, "").strip()
         if not endpoint:
@@ -111,21 +123,22 @@ def sevenbridges_credentials(
         return _endpoint(endpoint), Secret(env[SB_TOKEN_ENV].strip())
     path = (Path.home() if home is None else home) / SB_CREDENTIALS_FILE
     section = profile or SB_DEFAULT_PROFILE
-    where = f"section [{section}] of {path}"
     if profile is None:
-        where = f"{SB_TOKEN_ENV} in the environment, nor {where}"
+        where = f"neither {SB_TOKEN_ENV} in the environment nor section [{section}] of {path}"
+    else:
+        where = f"no section [{section}] in {path}"
     parser = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, encoding="utf-8") as f:
             parser.read_file(f)
     except FileNotFoundError:
-        raise CredentialsError(f"no Seven Bridges credentials: found neither {where}") from None
+        raise CredentialsError(f"no Seven Bridges credentials: found {where}") from None
     except (OSError, UnicodeDecodeError, configparser.Error) as exc:
         raise CredentialsError(
             f"{path}: not a readable credentials file ({type(exc).__name__})"
         ) from None  # a ParsingError quotes the bad line, which may hold a token
     if not parser.has_section(section):
-        raise CredentialsError(f"no Seven Bridges credentials: found neither {where}")
+        raise CredentialsError(f"no Seven Bridges credentials: found {where}")
     token = parser.get(section, "auth_token", fallback="").strip()
     endpoint = api_url or parser.get(section, "api_endpoint", fallback="").strip()
     if not token:

@@ -127,7 +127,8 @@ class Demo:
 def hints(demo: Demo) -> str:
     sb, odm = demo.root / "sevenbridges", demo.root / "genestack"
     return f"""
-remotefs demo: the demo dataset, served by a local emulator at {demo.url}, is mounted:
+remotefs demo: the demo dataset, served by a local emulator at {demo.url}, is mounted
+(the emulator's token is {DEMO_TOKEN}; it opens only this local emulator):
   {sb}   the Seven Bridges project {DEMO_PROJECT}
   {odm}     Genestack ODM: studies/ and all/
 
@@ -137,6 +138,8 @@ Try:
   samtools view -H {odm}/all/range.bam | head
   getfattr -d {sb}/bam/ex1.bam
   md5sum {sb}/big/random-1GiB.bin
+  {sys.executable} -c 'import h5py; print(list(h5py.File("{sb}/hdf5/adata.h5ad")))'
+  curl -s -H 'X-SBG-Auth-Token: {DEMO_TOKEN}' {demo.url}/v2/user   # the API itself
   curl -s {demo.url}/_emulator/stats     # what crossed the "network"
 
 Ctrl-C unmounts and stops everything.

@@ -15,7 +15,8 @@
     ├── IsADirectory             a file operation on a directory                  EISDIR
     ├── NoSuchAttribute          an extended attribute the entry does not have     ENODATA
     ├── Unsupported              security.*/system.* extended attributes          EOPNOTSUPP
-    └── InvalidQuery             a malformed query (a name the mount must parse)   EINVAL
+    ├── InvalidQuery             a malformed query (a name the mount must parse)   EINVAL
+    └── Withheld                 a sniffer's read past what it may fetch           EIO
 
 Only :func:`to_errno` maps exceptions to errno values; only ``pyfuse3.FUSEError`` leaves a
 FUSE handler (see ``remotefs.fs.operations``). An unknown exception maps to EIO.
@@ -89,6 +90,10 @@ class InvalidQuery(LocalError):
     pass
 
 
+class Withheld(LocalError):
+    """Bytes a file manager, thumbnailer or indexer may not make the mount fetch."""
+
+
 ERRNO_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (NotFound, errno.ENOENT),
     (AccessDenied, errno.EACCES),
@@ -101,6 +106,7 @@ ERRNO_BY_ERROR: tuple[tuple[type[BaseException], int], ...] = (
     (NoSuchAttribute, errno.ENODATA),  # ENOATTR on Linux
     (Unsupported, errno.EOPNOTSUPP),
     (InvalidQuery, errno.EINVAL),
+    (Withheld, errno.EIO),
 )
 
 

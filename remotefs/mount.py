@@ -34,7 +34,7 @@ import hashlib
 import logging
 import os
 import random
-import re
+import shutil
 import signal
 import subprocess
 from collections.abc import Callable
@@ -47,17 +47,19 @@ import trio
 from remotefs.backends import open_backend
 from remotefs.backends.base import Backend
 from remotefs.cache.blockcache import BlockCache
-from remotefs.cache.reader import Reader
-from remotefs.cache.records import RecordStore
+from remotefs.cache.reader import Reader, SnifferLimit
+from remotefs.cache.records import RECORD_ERRORS, RecordStore
 from remotefs.cache.store import CacheDirError
 from remotefs.config import MountConfig
 from remotefs.errors import AccessDenied, NotFound, RemoteError, Transient
+from remotefs.fs.callers import Callers
 from remotefs.fs.namespace import ROOT_INODE, Namespace
 from remotefs.fs.operations import Operations
 from remotefs.http.client import make_client
 from remotefs.http.send import give_up_connecting_after
 from remotefs.memory import bound_malloc
 from remotefs.model import RemoteEntry
+from remotefs.mounts import attached, mount_at
 from remotefs.systemd import notify
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,9 @@ class _Session:
 
 
 def check_mountpoint(path: Path) -> None:
+    on_top = mount_at(path)
+    if on_top is not None and on_top.fstype == "autofs":
+        return  # x-systemd.automount: listing it would wait for this very mount
     try:
         entries = os.listdir(path)
     except FileNotFoundError:
@@ -126,6 +131,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
         backend = open_backend(config, client)
         namespace = f"{backend.xattr_namespace}@{backend.cache_scope}"
         directory = cache_directory(config.cache_dir, namespace)
+        fresh = not directory.exists()
         try:  # local checks first: they are instant, the platform's may take the deadline
             cache = BlockCache(
                 directory,
@@ -136,20 +142,30 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             )
         except CacheDirError as exc:
             raise MountError(str(exc)) from None
-        records = RecordStore(directory / "records", user_key=backend.user_key)
+        records = open_records(directory / "records", backend.user_key)
         backend.memory = records
+        mounted = False
         try:
             root, reachable = await _root(backend, config, records)
             names = Namespace(
                 backend, root, ttl=config.ttl, timeout=config.deadline, records=records
             )
-            ops = Operations(names, Reader(cache), ttl=config.ttl, deadline=config.deadline)
+            sniffers = SnifferLimit(config.sniffer_bytes, backend.reachable_without_api)
+            ops = Operations(
+                names,
+                Reader(cache, sniffers if config.sniffers else None),
+                ttl=config.ttl,
+                deadline=config.deadline,
+                callers=Callers(config.sniffers),
+            )
             session = _Session()
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
+            mounted = True
             try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(cache.run)
-                    await nursery.start(records.run)
+                    if records is not None:
+                        await nursery.start(records.run)
                     await nursery.start(names.run)
                     nursery.start_soon(_terminate_on_signal, session)
                     nursery.start_soon(_list_root, names, config.deadline)
@@ -165,19 +181,39 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
                 log.info("unmounted %s", config.mountpoint)
         finally:
             cache.close()
-            records.close()
+            if records is not None:
+                records.close()
             await backend.aclose()
+            if fresh and not mounted:  # a failed first mount leaves no cache directory
+                shutil.rmtree(directory, ignore_errors=True)
+
+
+def open_records(directory: Path, user_key: str) -> RecordStore | None:
+    """The endpoint's record store, or ``None`` (one WARNING) when it cannot be opened: a
+    damaged or unwritable store costs what it remembers, never the mount."""
+    try:
+        return RecordStore(directory, user_key=user_key)
+    except RECORD_ERRORS as exc:
+        log.warning(
+            "the record cache at %s cannot be opened (%s): folders are not remembered across "
+            "mounts this time (remove it to start afresh)",
+            directory,
+            exc,
+        )
+        return None
 
 
 async def _root(
-    backend: Backend, config: MountConfig, records: RecordStore
+    backend: Backend, config: MountConfig, records: RecordStore | None
 ) -> tuple[RemoteEntry, bool]:
     """The mount's root, and whether the platform answered for it (else it is the root a
     previous mount remembered)."""
     try:
         await _check(backend, config)
     except Transient as exc:
-        saved = await trio.to_thread.run_sync(records.load_root, backend.root_key)
+        saved = None
+        if records is not None:
+            saved = await trio.to_thread.run_sync(records.load_root, backend.root_key)
         if saved is None:
             raise MountError(
                 f"cannot reach the platform at {config.api_url or 'its API'}: {exc}"
@@ -190,7 +226,8 @@ async def _root(
         )
         return saved, False
     root = backend.root()
-    records.remember_root(backend.root_key, root)
+    if records is not None:
+        records.remember_root(backend.root_key, root)
     return root, True
 
 
@@ -228,6 +265,9 @@ async def _confirm_when_reachable(backend: Backend, config: MountConfig) -> None
             log.debug("the platform still cannot be reached: %s", exc)
             delay = min(RECHECK_MAX, delay * 2)
             continue
+        except Exception:  # a bug here must not end a mount that serves what it knows
+            log.exception("checking the credentials failed unexpectedly")
+            return
         log.info("the platform answers again: credentials and target confirmed")
         return
 
@@ -239,6 +279,8 @@ async def _list_root(namespace: Namespace, deadline: float) -> None:
             await namespace.listing(ROOT_INODE)
         except RemoteError as exc:  # the first real lookup will report it
             log.debug("listing the root in advance failed: %s", exc)
+        except Exception:  # nor a bug: the first real lookup meets it too, as EIO
+            log.exception("listing the root in advance failed unexpectedly")
 
 
 async def _terminate_on_signal(session: _Session) -> None:
@@ -252,28 +294,18 @@ async def _terminate_on_signal(session: _Session) -> None:
 
 def _check_stopped_on_purpose(config: MountConfig, session: _Session) -> None:
     """Raise :class:`UnexpectedStop` if the FUSE loop ended while still attached, unasked."""
-    if session.stop_requested or session.device is None:
+    if session.stop_requested:
         return
-    if attached(config.mountpoint, session.device):
+    if session.device is None:  # it never answered a stat: is a remotefs mount still there?
+        on_top = mount_at(config.mountpoint)
+        still = on_top is not None and on_top.fstype == "fuse.remotefs"
+    else:
+        still = attached(config.mountpoint, session.device)
+    if still:
         raise UnexpectedStop(
             f"the FUSE loop ended while {config.mountpoint} was still mounted, and no signal "
             "asked for it"
         )
-
-
-def attached(mountpoint: Path, device: int) -> bool:
-    """Whether ``/proc/self/mountinfo`` still shows a mount of ``device`` at ``mountpoint``."""
-    wanted = f"{os.major(device)}:{os.minor(device)}"
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) > 4 and fields[2] == wanted:
-                    point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), fields[4])
-                    return point == str(mountpoint)
-    except OSError:
-        return False
-    return False
 
 
 def cache_directory(root: Path, namespace: str) -> Path:

@@ -23,7 +23,9 @@ def open_backend(config: MountConfig, client: httpx.AsyncClient) -> Backend:
     if config.platform == "sevenbridges":
         from remotefs.backends.sevenbridges import SevenBridgesBackend
 
-        endpoint, token = sevenbridges_credentials(config.profile, config.api_url)
+        endpoint, token = sevenbridges_credentials(
+            config.profile, config.api_url, token_file=config.token_file
+        )
         return SevenBridgesBackend(
             client, api_url=endpoint, token=token, project=config.project, policy=policy
         )

@@ -68,6 +68,11 @@ class Backend(Protocol):
         """
         ...
 
+    def reachable_without_api(self, entry: RemoteEntry) -> bool:
+        """Whether reading ``entry``'s bytes now costs no API request (SB: a signed URL is
+        known and valid; ODM: always). What a sniffer may read (``fs.callers``)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 

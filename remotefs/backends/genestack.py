@@ -214,6 +214,9 @@ class GenestackBackend:
         )
         return range_body(response, offset, length, entry.size, f"file {entry.id} ({entry.name!r})")
 
+    def reachable_without_api(self, entry: RemoteEntry) -> bool:
+        return True  # a download is one request, with no budget of its own (spec 2.9)
+
     async def aclose(self) -> None:
         self._sizes.clear()
 
@@ -308,7 +311,8 @@ def _page(body: Any, path: str) -> tuple[list[dict[str, Any]], int]:
     data = body.get("data") if isinstance(body, dict) else None
     if not isinstance(data, list):
         raise ProtocolError(f"GET {API}{path}: not a ListResponse")
-    pagination = (body.get("meta") or {}).get("pagination") or {}
+    meta = body.get("meta")
+    pagination = meta.get("pagination") if isinstance(meta, dict) else None
     total = pagination.get("total") if isinstance(pagination, dict) else None
     if isinstance(total, bool) or not isinstance(total, int):
         total = len(data)  # no total: this page is all there is

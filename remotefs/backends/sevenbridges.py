@@ -205,6 +205,12 @@ class SevenBridgesBackend:
             await self._get("/user", None)
         except AccessDenied as exc:
             raise AccessDenied(f"the Seven Bridges token was refused ({exc})") from None
+        except NotFound:
+            hint = "" if self._api.endswith("/v2") else f"; {self._api} lacks the /v2"
+            raise NotFound(
+                f"{self._api} is not a Seven Bridges API endpoint (GET /user: HTTP 404{hint}): "
+                "it ends in /v2, e.g. https://cavatica-api.sbgenomics.com/v2"
+            ) from None
         if self._project is None:
             return
         owner, name = self._project.split("/")
@@ -280,6 +286,10 @@ class SevenBridgesBackend:
             log.debug("%s: the signed URL expired; asking for a new one", what)
             signed = await self._signed_url(entry.id, stale=signed.url)
             refreshed = True
+
+    def reachable_without_api(self, entry: RemoteEntry) -> bool:
+        cached = self._urls.get(entry.id)
+        return cached is not None and cached.usable(time.time())
 
     async def aclose(self) -> None:
         self._urls.clear()

@@ -61,6 +61,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
+from typing import Protocol
 
 import trio
 
@@ -97,6 +98,14 @@ WRITE_BATCH = 16
 """Chunks written to disk per worker-thread call and index transaction."""
 
 Fetch = Callable[[RemoteEntry, int, int], Awaitable[bytes]]
+
+
+class FetchLimit(Protocol):
+    def allow(self, entry: RemoteEntry, nbytes: int) -> None:
+        """Raise if ``nbytes`` of ``entry`` may not be fetched for this reader."""
+        ...
+
+
 FileKey = tuple[str, str, str]
 ChunkKey = tuple[str, str, str, int]
 
@@ -279,8 +288,12 @@ class BlockCache:
         *,
         streaming: bool = False,
         since: float = math.inf,
+        limit: FetchLimit | None = None,
     ) -> bytes:
         """Exactly ``min(size, entry.size - offset)`` bytes of ``entry`` from ``offset``.
+
+        ``limit``: asked before any bytes are fetched for this read (not for bytes held, or
+        already in flight), and may refuse (a sniffer's cap).
 
         ``since``: a fetch of this file that failed for lack of time after this moment (and
         a moment ago) is not tried again: its failure is raised at once (the reader was
@@ -306,7 +319,11 @@ class BlockCache:
                 if streaming:
                     self._consumed(entry, offset, end)
                 return data
-            await self._obtain(entry, gaps, since)
+            if await self._obtain(entry, gaps, since, limit):
+                # It waited on others' fetches, and some bytes are still missing: it is a
+                # waiter whose leader left, and takes over on its own time (the rule of
+                # remotefs.concurrency), not a caller the kernel queued behind a failure.
+                since = math.inf
         raise ProtocolError(f"{entry.name}: bytes at {offset} never arrived")
 
     def _consumed(self, entry: RemoteEntry, start: int, end: int) -> None:
@@ -343,9 +360,14 @@ class BlockCache:
             yield (scope, ident, version, chunk), base, lo, hi
 
     async def _obtain(
-        self, entry: RemoteEntry, gaps: list[tuple[int, int]], since: float = math.inf
-    ) -> None:
-        """Fetch the gaps not already in flight; wait for those that are.
+        self,
+        entry: RemoteEntry,
+        gaps: list[tuple[int, int]],
+        since: float = math.inf,
+        limit: FetchLimit | None = None,
+    ) -> bool:
+        """Fetch the gaps not already in flight; wait for those that are. Returns whether
+        it waited on fetches of others.
 
         Returns once every gap was fetched or its fetch landed (a fetch abandoned by its
         leader leaves its bytes missing: the caller looks again and fetches them itself).
@@ -356,6 +378,8 @@ class BlockCache:
         todo = self._not_in_flight(entry, gaps)
         if todo:
             self._recent_failures.check(key, since)  # a reader queued behind a failure
+            if limit is not None:
+                limit.allow(entry, sum(b - a for a, b in todo))
         try:
             with before_the_deadline(
                 lambda: (
@@ -367,6 +391,7 @@ class BlockCache:
         except RemoteError as exc:
             self._recent_failures.note(key, exc)
             raise
+        return bool(waits)
 
     async def _fetch_and_wait(
         self, entry: RemoteEntry, todo: list[tuple[int, int]], waits: list[_Flight]

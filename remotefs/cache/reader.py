@@ -15,6 +15,13 @@ read and per release, and everything a read decides happens here.
     OpenFile.close()
       the handle's read-ahead is given up (what open fetched stays)
 
+A **sniffer's** handle (a file manager, thumbnailer or indexer: ``remotefs.fs.callers``)
+gets none of that: no open-time fetch, no read-ahead (and the adapter opens it with
+``direct_io``, so the kernel adds none either): exactly the bytes it reads, and at most
+``SnifferLimit.per_file`` fetched bytes per file (held bytes are free), beyond which its
+reads fail (EIO). It never spends API budget: a file whose bytes cannot be fetched without
+an API request (SB, no signed URL known yet) is not fetched for it.
+
 :mod:`remotefs.cache.hints` (which names get which open-time ranges) and
 :mod:`remotefs.cache.prefetch` (the read-ahead state machine) are pure policy helpers used
 only from here; :class:`~remotefs.cache.blockcache.BlockCache` is the mechanism (bytes,
@@ -31,7 +38,7 @@ import trio
 from remotefs.cache.blockcache import BlockCache, ReadAheadGroup
 from remotefs.cache.hints import INDEX_BYTES, companion_names, open_ranges, seek_bytes
 from remotefs.cache.prefetch import ReadAhead
-from remotefs.errors import Transient
+from remotefs.errors import Transient, Withheld
 from remotefs.model import RemoteEntry
 
 KERNEL_RETRY = 0.1
@@ -42,15 +49,48 @@ Sibling = Callable[[bytes], RemoteEntry | None]
 """The entry of a name in the folder the file was opened from, if the folder is known."""
 
 
+class SnifferLimit:
+    """What sniffers may cost, per file: ``per_file`` fetched bytes, and no API request."""
+
+    REMEMBERED = 100_000
+
+    def __init__(self, per_file: int, reachable_without_api: Callable[[RemoteEntry], bool]) -> None:
+        self.per_file = per_file
+        self._reachable = reachable_without_api
+        self._fetched: dict[str, int] = {}
+
+    def allow(self, entry: RemoteEntry, nbytes: int) -> None:
+        if not self._reachable(entry):
+            raise Withheld(
+                f"{entry.name}: a file manager's or indexer's read would spend API budget"
+            )
+        spent = self._fetched.get(entry.id, 0)
+        if spent + nbytes > self.per_file:
+            raise Withheld(
+                f"{entry.name}: past the {self.per_file} bytes a file manager or indexer may fetch"
+            )
+        if len(self._fetched) >= self.REMEMBERED:
+            self._fetched.clear()
+        self._fetched[entry.id] = spent + nbytes
+
+
 class OpenFile:
     """One open handle's reading: its file version, read-ahead state and read-ahead group."""
 
-    __slots__ = ("_cache", "_group", "_opened", "_readahead", "_told", "entry")
+    __slots__ = ("_cache", "_group", "_limit", "_opened", "_readahead", "_told", "entry")
 
-    def __init__(self, cache: BlockCache, entry: RemoteEntry, name: bytes) -> None:
+    def __init__(
+        self,
+        cache: BlockCache,
+        entry: RemoteEntry,
+        name: bytes,
+        limit: SnifferLimit | None = None,
+    ) -> None:
         self._cache = cache
         self.entry = entry
         """The version opened: every read of this handle is of these bytes."""
+        self._limit = limit
+        """A sniffer's handle: exact ranges, under this limit."""
         self._readahead = ReadAhead(seek_bytes=seek_bytes(name))
         self._group = ReadAheadGroup()
         self._opened = trio.current_time()
@@ -60,11 +100,17 @@ class OpenFile:
     async def read(self, offset: int, size: int) -> bytes:
         """Exactly ``min(size, entry.size - offset)`` bytes from ``offset``, or an error."""
         readahead = self._readahead
-        for start, end in readahead.plan(offset, size, self.entry.size):
-            self._cache.prefetch(self.entry, start, end, self._group)
+        if self._limit is None:
+            for start, end in readahead.plan(offset, size, self.entry.size):
+                self._cache.prefetch(self.entry, start, end, self._group)
         try:
             return await self._cache.read(
-                self.entry, offset, size, streaming=readahead.window > 0, since=self._since()
+                self.entry,
+                offset,
+                size,
+                streaming=readahead.window > 0,
+                since=self._since(),
+                limit=self._limit,
             )
         except Transient:
             self._told = trio.current_time()
@@ -88,12 +134,21 @@ class OpenFile:
 
 
 class Reader:
-    def __init__(self, cache: BlockCache) -> None:
+    def __init__(self, cache: BlockCache, sniffers: SnifferLimit | None = None) -> None:
         self.cache = cache
+        self.sniffers = sniffers
 
-    def open(self, entry: RemoteEntry, name: bytes, sibling: Sibling) -> OpenFile:
+    @property
+    def sniffers_limited(self) -> bool:
+        return self.sniffers is not None
+
+    def open(
+        self, entry: RemoteEntry, name: bytes, sibling: Sibling, *, sniffer: bool = False
+    ) -> OpenFile:
         """A handle on ``entry`` (named ``name`` where it was opened), with what every reader
-        of it reads first already on its way."""
+        of it reads first already on its way; for a ``sniffer``, exactly what it reads."""
+        if sniffer and self.sniffers is not None:
+            return OpenFile(self.cache, entry, name, self.sniffers)
         for start, end in open_ranges(name, entry.size):
             self.cache.prefetch(entry, start, end)
         for candidate in companion_names(name):

@@ -49,6 +49,7 @@ from remotefs.errors import (
     Unsupported,
     to_errno,
 )
+from remotefs.fs.callers import Callers
 from remotefs.fs.namespace import Listing, Namespace, Node
 from remotefs.fs.xattrs import xattrs
 from remotefs.model import RemoteEntry
@@ -63,6 +64,10 @@ LOOKUPS_REMEMBERED = 4096
 """(parent, name) of the most recent lookups: what ``open`` needs to find a file's index."""
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def _pid(ctx: pyfuse3.RequestContext | None) -> int:
+    return ctx.pid if ctx is not None else 0
 
 
 def fuse_error(exc: BaseException) -> pyfuse3.FUSEError:
@@ -88,8 +93,9 @@ def fuse_handler(fn: F) -> F:
             raise
         except (RemoteError, LocalError) as exc:
             number = to_errno(exc)
+            remote_eio = number == errno.EIO and isinstance(exc, RemoteError)
             log.log(
-                logging.WARNING if number == errno.EIO else logging.DEBUG,  # EIO: say why
+                logging.WARNING if remote_eio else logging.DEBUG,  # the platform's EIO: say why
                 "%s: %s → %s",
                 fn.__name__,
                 exc,
@@ -124,9 +130,16 @@ class Operations(pyfuse3.Operations):
     supports_dot_lookup = False
 
     def __init__(
-        self, namespace: Namespace, reader: Reader, *, ttl: float, deadline: float
+        self,
+        namespace: Namespace,
+        reader: Reader,
+        *,
+        ttl: float,
+        deadline: float,
+        callers: Callers | None = None,
     ) -> None:
         super().__init__()
+        self.callers = callers or Callers(())
         self.ns = namespace
         self.reader = reader
         self.ttl = ttl
@@ -231,10 +244,14 @@ class Operations(pyfuse3.Operations):
             node.entry.name.encode(errors="replace"),
         )
         fh = next(self._fh)
-        self._handles[fh] = self.reader.open(node.entry, name, self._sibling_finder(parent))
+        sniffer = self.reader.sniffers_limited and self.callers.is_sniffer(_pid(ctx))
+        self._handles[fh] = self.reader.open(
+            node.entry, name, self._sibling_finder(parent), sniffer=sniffer
+        )
         # keep_cache: the page cache stays valid while the version is unchanged (the inode's
         # entry is only replaced by a listing refresh; the cache key carries the version).
-        return pyfuse3.FileInfo(fh=FileHandleT(fh), keep_cache=True, direct_io=False)
+        # A sniffer's handle is direct I/O: the kernel sends exactly what it reads, no more.
+        return pyfuse3.FileInfo(fh=FileHandleT(fh), keep_cache=not sniffer, direct_io=sniffer)
 
     def _sibling_finder(self, parent: int | None) -> Callable[[bytes], RemoteEntry | None]:
         """Names → entries in the folder a file was opened from, as far as memory knows."""

@@ -20,7 +20,8 @@
   revoked one).
 - With a :class:`~remotefs.http.ratelimit.RateLimitState` (SB), a request waits for the
   budget's reset (within the deadline) rather than being sent to fail with 429.
-- Logging: one DEBUG line per retry (attempt, cause, wait). URLs go through
+- Logging: one DEBUG line per exchange (method, path without its query string, status, body
+  bytes, ms: ``--debug``) and one per retry (attempt, cause, wait). URLs go through
   :func:`~remotefs.errors.redact_url`; headers are never logged, and no error message contains
   a header, so neither tokens nor signatures can leak through logs or tracebacks.
 """
@@ -71,7 +72,7 @@ _connect_budget: ContextVar[float | None] = ContextVar("connect_budget", default
 @contextmanager
 def give_up_connecting_after(seconds: float) -> Iterator[None]:
     """Within this block (and the tasks it starts), a request that has never reached its
-    host stops retrying after ``seconds``: ``Transient("cannot connect")``. For the mount's
+    host stops after ``seconds``, retries and waits included: ``Transient``. For the mount's
     first requests, where a platform that cannot be reached at all must be said at once;
     a request that got any answer, and every request of a mount that is up, retries until
     its deadline."""
@@ -143,8 +144,21 @@ async def send(
         if rate_limit is not None:
             await _wait_for_budget(rate_limit, deadline, shown)
         try:
-            with trio.move_on_at(deadline) as scope:
-                response = await _exchange(client, request, raw, follow_redirects)
+            sent_at = trio.current_time()
+            attempt_deadline = deadline
+            if connect_budget is not None and not answered:  # a host that drops packets too
+                attempt_deadline = min(deadline, started + connect_budget)
+            try:
+                with trio.move_on_at(attempt_deadline) as scope:
+                    response = await _exchange(client, request, raw, follow_redirects)
+            except _Retryable as failure:
+                _log_exchange(request, sent_at, failure.cause)
+                raise
+            _log_exchange(request, sent_at, None if scope.cancelled_caught else response)
+            if scope.cancelled_caught and attempt_deadline < deadline:
+                raise Transient(
+                    f"{shown}: no answer within {connect_budget:.0f} s (cannot connect?)"
+                )
             if scope.cancelled_caught:
                 raise DeadlineExceeded(
                     f"{shown}: no complete answer before the operation's deadline "
@@ -187,6 +201,25 @@ async def send(
                 ) from None
             log.debug("%s: attempt %d failed (%s); retrying in %.2f s", shown, attempt, cause, wait)
             await trio.sleep(wait)
+
+
+def _log_exchange(
+    request: httpx.Request, sent_at: float, outcome: httpx.Response | str | None
+) -> None:
+    """One DEBUG line per exchange (``--debug``): method, path without its query string (so
+    never a signature), status or failure, body bytes, milliseconds. Never a header."""
+    if not log.isEnabledFor(logging.DEBUG):
+        return
+    ms = (trio.current_time() - sent_at) * 1000
+    port = f":{request.url.port}" if request.url.port else ""
+    where = f"{request.url.scheme}://{request.url.host}{port}"  # never a userinfo part
+    shown = f"{request.method} {where}{request.url.path}"
+    if isinstance(outcome, httpx.Response):
+        log.debug(
+            "%s → %d, %d bytes, %.0f ms", shown, outcome.status_code, len(outcome.content), ms
+        )
+    else:
+        log.debug("%s → %s, %.0f ms", shown, outcome or "no answer before the deadline", ms)
 
 
 async def _wait_for_budget(state: RateLimitState, deadline: float, shown: str) -> None:

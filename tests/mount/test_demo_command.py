@@ -56,6 +56,12 @@ def test_demo_mounts_and_stops_on_ctrl_c(demo_cache: Path, tmp_path: Path) -> No
         assert "ex1.bam" in os.listdir(sb / "bam")
         assert "ex1.bam" in os.listdir(odm / "all")
         assert str(sb / "bam/ex1.bam") in out  # the hints name real paths
+        assert "token is demo-token" in out  # the emulator's token, so curl can use the API
+        h5py_hint = next(line for line in out.splitlines() if "import h5py" in line)
+        assert str(sb / "hdf5/adata.h5ad") in h5py_hint
+        command = h5py_hint.strip().split(" -c ", 1)
+        done = subprocess.run([command[0], "-c", command[1].strip("'")], capture_output=True)
+        assert done.returncode == 0 and b"obs" in done.stdout  # it runs, as printed
         r = httpx.get(f"{url}/_emulator/stats")
         assert r.json()["requests"]["sb.files.list"] >= 1
         proc.send_signal(signal.SIGINT)

@@ -76,7 +76,7 @@ def test_sb_api_url_overrides_the_endpoint(home) -> None:
     ("profile", "env", "match"),
     [
         (None, {"SB_AUTH_TOKEN": "env-token"}, "SB_API_ENDPOINT is not"),
-        ("nope", {}, r"section \[nope\] of .*credentials"),
+        ("nope", {}, r"no section \[nope\] in .*credentials"),
         ("broken", {}, r"\[broken\] has no auth_token"),
     ],
 )
@@ -170,3 +170,31 @@ def test_secret_never_prints(caplog) -> None:
     assert secret == Secret("s3cr3t") and secret != Secret("other")
     with pytest.raises(TypeError):
         pickle.dumps(secret)
+
+
+def test_sb_token_file_with_the_endpoint_from_the_environment_or_the_url(tmp_path) -> None:
+    token_file = tmp_path / "sb.token"
+    token_file.write_text("file-token\n")
+    token_file.chmod(0o600)
+    env = {"SB_API_ENDPOINT": "https://api.example.org/v2", "SB_AUTH_TOKEN": "env-token"}
+    endpoint, token = sevenbridges_credentials(None, None, env, tmp_path, token_file=token_file)
+    assert (endpoint, token.reveal()) == ("https://api.example.org/v2", "file-token")
+    endpoint, _ = sevenbridges_credentials(
+        None, "https://cavatica-api.example.org/v2", {}, tmp_path, token_file=token_file
+    )
+    assert endpoint == "https://cavatica-api.example.org/v2"
+    with pytest.raises(CredentialsError, match="needs the API endpoint"):
+        sevenbridges_credentials(None, None, {}, tmp_path, token_file=token_file)
+    with pytest.raises(CredentialsError, match="not both"):
+        sevenbridges_credentials("p", None, env, tmp_path, token_file=token_file)
+
+
+def test_sb_missing_credentials_messages_read_as_sentences(tmp_path) -> None:
+    with pytest.raises(CredentialsError) as info:
+        sevenbridges_credentials("nope", None, {}, tmp_path)
+    assert "found no section [nope] in" in str(info.value)
+    with pytest.raises(CredentialsError) as info:
+        sevenbridges_credentials(None, None, {}, tmp_path)
+    assert "found neither SB_AUTH_TOKEN in the environment nor section [default] of" in str(
+        info.value
+    )
