@@ -19,8 +19,9 @@ A **sniffer's** handle (a file manager, thumbnailer or indexer: ``remotefs.fs.ca
 gets none of that: no open-time fetch, no read-ahead (and the adapter opens it with
 ``direct_io``, so the kernel adds none either): exactly the bytes it reads, and at most
 ``SnifferLimit.per_file`` fetched bytes per file (held bytes are free), beyond which its
-reads fail (EIO). It never spends API budget: a file whose bytes cannot be fetched without
-an API request (SB, no signed URL known yet) is not fetched for it.
+reads fail (EIO). Sniffers together spend at most ``SNIFFER_API_PER_MINUTE`` API requests
+(SB: a signed URL for a file no ordinary reader has opened); past that, such files fail
+(EIO) until the minute has passed.
 
 :mod:`remotefs.cache.hints` (which names get which open-time ranges) and
 :mod:`remotefs.cache.prefetch` (the read-ahead state machine) are pure policy helpers used
@@ -31,6 +32,7 @@ flights, limits) and knows nothing of handles.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 
 import trio
@@ -49,29 +51,52 @@ Sibling = Callable[[bytes], RemoteEntry | None]
 """The entry of a name in the folder the file was opened from, if the folder is known."""
 
 
+SNIFFER_API_PER_MINUTE = 4
+"""API requests that sniffers together may cause per minute (SB: a ``download_info`` for a
+file no ordinary reader has opened). A file manager opening a folder of 43 files spends at
+most this; ``file x.bam`` typed by hand still gets its answer."""
+
+
 class SnifferLimit:
-    """What sniffers may cost, per file: ``per_file`` fetched bytes, and no API request."""
+    """What sniffers may cost: ``per_file`` fetched bytes per file, and together at most
+    ``api_per_minute`` API requests."""
 
     REMEMBERED = 100_000
 
-    def __init__(self, per_file: int, reachable_without_api: Callable[[RemoteEntry], bool]) -> None:
+    def __init__(
+        self,
+        per_file: int,
+        reachable_without_api: Callable[[RemoteEntry], bool],
+        api_per_minute: int = SNIFFER_API_PER_MINUTE,
+    ) -> None:
         self.per_file = per_file
         self._reachable = reachable_without_api
+        self._api_per_minute = api_per_minute
+        self._api_spent: deque[float] = deque()
         self._fetched: dict[str, int] = {}
 
     def allow(self, entry: RemoteEntry, nbytes: int) -> None:
-        if not self._reachable(entry):
-            raise Withheld(
-                f"{entry.name}: a file manager's or indexer's read would spend API budget"
-            )
         spent = self._fetched.get(entry.id, 0)
         if spent + nbytes > self.per_file:
             raise Withheld(
                 f"{entry.name}: past the {self.per_file} bytes a file manager or indexer may fetch"
             )
+        if not self._reachable(entry):
+            self._spend_api(entry)
         if len(self._fetched) >= self.REMEMBERED:
             self._fetched.clear()
         self._fetched[entry.id] = spent + nbytes
+
+    def _spend_api(self, entry: RemoteEntry) -> None:
+        now = trio.current_time()
+        while self._api_spent and self._api_spent[0] <= now - 60:
+            self._api_spent.popleft()
+        if len(self._api_spent) >= self._api_per_minute:
+            raise Withheld(
+                f"{entry.name}: file managers and indexers have spent their "
+                f"{self._api_per_minute} API requests this minute"
+            )
+        self._api_spent.append(now)
 
 
 class OpenFile:

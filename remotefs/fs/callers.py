@@ -7,7 +7,7 @@ read is a download, and on Seven Bridges each file also costs a ``download_info`
 API budget. So a request whose process (the FUSE request's pid → ``/proc/PID/exe``, else
 ``/proc/PID/comm``) matches :data:`DEFAULT_SNIFFERS` (or the mount's own list) is a
 *sniffer's*: ``remotefs.cache.reader`` serves it exact ranges only, with a byte cap per file,
-and never spends API budget for it.
+and a small API allowance for all of them together.
 
 Patterns are ``fnmatch`` globs on the program's file name. A pid's class is remembered for
 ``REMEMBER_SECONDS`` (pids are reused, but not that fast).

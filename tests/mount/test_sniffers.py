@@ -1,5 +1,5 @@
 """Issue 15: file managers, thumbnailers and indexers get exactly what they read, capped, and
-never spend Seven Bridges' API budget; ordinary programs keep their read-ahead.
+spend at most 4 Seven Bridges API requests a minute; ordinary programs keep their read-ahead.
 
 A "thumbnailer" here is a real process whose executable is named like one (a copy of the
 interpreter called ``ffmpegthumbnailer``): the mount knows callers by ``/proc/PID/exe``.
@@ -60,7 +60,7 @@ def read_heads(exe: Path | str, nbytes: int, paths: list[Path]) -> int:
 
 
 @pytest.mark.parametrize("platform", ["sevenbridges", "genestack"])
-def test_a_thumbnailer_gets_exact_ranges_and_no_api_budget(
+def test_a_thumbnailer_gets_exact_ranges_and_little_api_budget(
     platform: str, demo_emulator: Emulator, demo_tree: Path, tmp_path: Path
 ) -> None:
     files = mount_files(demo_tree, platform)
@@ -78,9 +78,9 @@ def test_a_thumbnailer_gets_exact_ranges_and_no_api_budget(
         fetched = sum(stats["bytes"].get(r, 0) for r in ("sb.storage", "odm.download"))
         assert fetched <= 2_000_000, fetched
         if platform == "sevenbridges":
-            # No signed URL is known yet, and a thumbnailer never spends API budget for one.
-            assert stats["requests"].get("sb.download_info", 0) == 0
-            assert failed == len(targets)
+            # No signed URL is known yet: sniffers together get 4 a minute, the rest EIO.
+            assert stats["requests"].get("sb.download_info", 0) <= 4
+            assert failed >= len(targets) - 4
         else:
             assert failed == 0  # ODM downloads cost no budget: exact ranges, and no more
             assert stats["requests"].get("odm.download", 0) <= len(targets)

@@ -51,13 +51,23 @@ def test_a_process_is_known_by_its_executable(tmp_path: Path) -> None:
     assert program_name(2**22 + 7) == ""  # gone
 
 
-def test_the_sniffer_limit_counts_fetched_bytes_per_file() -> None:
-    reachable = {"a": True, "b": False}
-    limit = SnifferLimit(1000, lambda entry: reachable[entry.id])
-    a, b = RemoteEntry("a", "a.bam", False, size=10**6), RemoteEntry("b", "b.bam", False)
+async def test_the_sniffer_limit_counts_bytes_per_file_and_api_per_minute(
+    autojump_clock: object,
+) -> None:
+    import trio
+
+    known = {"a"}  # files whose bytes cost no API request (SB: a signed URL is known)
+    limit = SnifferLimit(1000, lambda entry: entry.id in known, api_per_minute=2)
+    a = RemoteEntry("a", "a.bam", False, size=10**6)
     limit.allow(a, 600)
     limit.allow(a, 400)
     with pytest.raises(Withheld, match="past the 1000 bytes"):
         limit.allow(a, 1)
-    with pytest.raises(Withheld, match="API budget"):
-        limit.allow(b, 1)
+    for name in ("b", "c"):
+        limit.allow(RemoteEntry(name, f"{name}.bam", False), 10)
+        known.add(name)  # the fetch got it a URL
+    with pytest.raises(Withheld, match="spent their 2 API requests this minute"):
+        limit.allow(RemoteEntry("d", "d.bam", False), 10)
+    limit.allow(RemoteEntry("b", "b.bam", False), 10)  # a URL known: no API request
+    await trio.sleep(60)
+    limit.allow(RemoteEntry("d", "d.bam", False), 10)  # a new minute
