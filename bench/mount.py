@@ -16,7 +16,9 @@ cache, the host's caches are never dropped), in groups that ``--only`` names:
   40 ms vs samtools over HTTP;
 - ``ls``, ``huge-listing`` (``bench/listing.py``): ``ls -l`` of 2,000 entries at 40 ms vs the
   pages over HTTP; RSS per entry after one ``ls -f`` of 100,000 entries;
-- ``h5py`` (``bench/hdf5.py``): one dataset of the .h5ad at 40 ms vs a local copy.
+- ``h5py`` (``bench/hdf5.py``): one dataset of the .h5ad at 40 ms vs a local copy;
+- ``control`` (``bench/control.py``): ``remotefs warm`` of the big file vs a cold ``dd`` of
+  it, and the status answer time while ``dd`` streams.
 
 The emulator runs with ``--rate-limit`` high enough that no SB rate-limit window is waited
 for; latency is set with ``POST /_emulator/config`` after each mount said ready.
@@ -36,7 +38,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import bam, hdf5, listing, sequential
+from bench import bam, control, hdf5, listing, sequential
 from bench.common import (
     BIG_PATH,
     DEFAULT_SIZE,
@@ -67,6 +69,7 @@ GROUPS: dict[str, Callable[[MountBench], Callable[[int], None]]] = {
     **bam.GROUPS,
     listing.LS_GROUP: listing.Listing,
     hdf5.GROUP: hdf5.Hdf5,
+    control.GROUP: control.Control,
 }
 """The groups on the main emulator, and how each is set up for a session (once)."""
 GROUP_NAMES = (*GROUPS, listing.HUGE_GROUP)
@@ -81,6 +84,7 @@ def table(size: int, list_count: int) -> list[Row]:
         hdf5.row(),
         sequential.rss_row(size),
         listing.huge_row(list_count),
+        *control.rows(size),
     ]
 
 

@@ -14,6 +14,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from remotefs import __version__
 from remotefs.config import (
@@ -38,7 +39,7 @@ class UsageError(Exception):
     """A mistake the user can fix; printed as one line."""
 
 
-def _emulator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _emulator_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("emulator", help="serve the Seven Bridges and Genestack ODM emulator")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", type=Path, help="serve this directory tree (see README)")
@@ -126,7 +127,7 @@ def _run_emulator(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _demo_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("demo", help="the emulator with the demo dataset, mounted; what to try")
     p.add_argument("mountpoint", type=Path, nargs="?", default=Path("remotefs-demo"))
     p.add_argument("--cache-dir", type=Path, help="where the demo dataset and cache live")
@@ -161,7 +162,7 @@ def parse_size(text: str) -> int:
     return size
 
 
-def _mount_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _mount_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser("mount", help="mount a platform as a read-only directory tree")
     p.add_argument(
         "mountpoint", type=Path, help="an empty directory, where the platform's files appear"
@@ -216,6 +217,21 @@ def _mount_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=SNIFFER_BYTES,
         help=f"bytes a sniffer may fetch per file (default {SNIFFER_BYTES >> 20}M)",
     )
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="QUERY",
+        help="show only matching files at the root: SB key=value (metadata.F, tag, name, "
+        "origin.task; repeatable), ODM a filter expression (see README, Cohorts)",
+    )
+    p.add_argument("--query", metavar="TEXT", help="ODM: only files matching this full text")
+    p.add_argument(
+        "--metrics-addr",
+        metavar="HOST:PORT",
+        type=_metrics_address,
+        help="serve Prometheus metrics there (no authentication: use 127.0.0.1)",
+    )
     p.add_argument("--allow-other", action="store_true", help="let other users read the mount")
     p.add_argument("--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--debug", action="store_true", help="log at DEBUG level")
@@ -229,6 +245,36 @@ def _mount_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "systemd-unit", help="print the systemd unit (remotefs@.service) for this installation"
     )
     unit.set_defaults(func=_run_systemd_unit)
+
+    w = sub.add_parser(
+        "warm", help="fetch files of a running mount into its cache (or --check, --evict)"
+    )
+    w.add_argument("paths", type=Path, nargs="+", help="files or folders inside a mount")
+    w.add_argument("-r", "--recursive", action="store_true", help="take folders' files, all levels")
+    action = w.add_mutually_exclusive_group()
+    action.add_argument(
+        "--pin", action="store_true", help="also keep them out of eviction (at most half the cache)"
+    )
+    action.add_argument("--check", action="store_true", help="say what is cached; fetch nothing")
+    action.add_argument("--evict", action="store_true", help="drop them (and their pins)")
+    w.add_argument("--jobs", type=_positive_int, default=12, help="requests at once (default 12)")
+    w.add_argument("-q", "--quiet", action="store_true", help="no progress, only failures")
+    w.set_defaults(func=_run_warm)
+
+    st = sub.add_parser("status", help="what running mounts are doing")
+    st.add_argument(
+        "mountpoints", type=Path, nargs="*", help="mounts (or paths in them); default: all"
+    )
+    st.add_argument("--json", action="store_true", help="one JSON object per mount")
+    st.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=2.0,
+        metavar="SECONDS",
+        help="show it again every SECONDS (default 2) until Ctrl-C",
+    )
+    st.set_defaults(func=_run_status)
 
 
 def setup_logging(debug: bool) -> None:
@@ -258,6 +304,9 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         deadline=args.timeout,
         sniffers=(*(() if args.no_default_sniffers else DEFAULT_SNIFFERS), *args.sniffer),
         sniffer_bytes=args.sniffer_bytes,
+        metrics_addr=args.metrics_addr,
+        filters=tuple(args.filter),
+        query=args.query,
     )
 
 
@@ -359,6 +408,62 @@ def _run_umount(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+    return int(text)
+
+
+def _metrics_address(text: str) -> str:
+    from remotefs.prometheus import parse_address
+
+    try:
+        parse_address(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _run_warm(args: argparse.Namespace) -> int:
+    from remotefs.client import ClientError, warm
+
+    try:
+        return warm(
+            args.paths,
+            recursive=args.recursive,
+            pin=args.pin,
+            check=args.check,
+            evict=args.evict,
+            jobs=args.jobs,
+            quiet=args.quiet,
+        )
+    except ClientError as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        print("\nremotefs: warm stopped; what was fetched stays cached", file=sys.stderr)
+        return 130
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    import time
+
+    from remotefs.client import ClientError, status
+
+    try:
+        while True:
+            if args.watch:
+                sys.stdout.write("\033[H\033[2J")  # clear the terminal
+            status(args.mountpoints, as_json=args.json)
+            if not args.watch:
+                return 0
+            sys.stdout.flush()
+            time.sleep(args.watch)
+    except ClientError as exc:
+        raise UsageError(str(exc)) from None
+    except KeyboardInterrupt:
+        return 0
+
+
 def _run_systemd_unit(args: argparse.Namespace) -> int:
     from remotefs.systemd import unit_file
 
@@ -367,11 +472,18 @@ def _run_systemd_unit(args: argparse.Namespace) -> int:
 
 
 DESCRIPTION = "Seven Bridges / CAVATICA and Genestack ODM files as a read-only directory tree."
-SUBCOMMANDS = frozenset({"mount", "umount", "emulator", "demo", "systemd-unit"})
+SUBCOMMANDS = frozenset({"mount", "umount", "emulator", "demo", "systemd-unit", "warm", "status"})
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes are one line, naming the problem (``--help`` shows the rest)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="remotefs", description=DESCRIPTION)
+    parser = _Parser(prog="remotefs", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"remotefs {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _mount_parser(sub)

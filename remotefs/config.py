@@ -61,6 +61,12 @@ class MountConfig:
     """Seconds a directory listing (and the kernel's attributes) are trusted."""
     deadline: float = DEFAULT_TIMEOUT
     """Seconds any one filesystem operation may wait for the network before EIO."""
+    filters: tuple[str, ...] = ()
+    """``--filter``: the mount's root shows only the files that match (``remotefs.query``)."""
+    query: str | None = None
+    """``--query`` (ODM full text), likewise."""
+    metrics_addr: str | None = None
+    """``HOST:PORT`` for a Prometheus endpoint (``remotefs.prometheus``), or none."""
     sniffers: tuple[str, ...] = DEFAULT_SNIFFERS
     """Programs (globs) whose reads get exact ranges and ``sniffer_bytes`` per file."""
     sniffer_bytes: int = SNIFFER_BYTES

@@ -47,6 +47,8 @@ VALUED = {
     "ttl": "--ttl",
     "timeout": "--timeout",
     "sniffer": "--sniffer",
+    "filter": "--filter",
+    "query": "--query",
     "sniffer_bytes": "--sniffer-bytes",
 }
 """fstab option → ``remotefs mount`` option taking its value."""

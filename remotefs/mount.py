@@ -51,7 +51,8 @@ from remotefs.cache.reader import Reader, SnifferLimit
 from remotefs.cache.records import RECORD_ERRORS, RecordStore
 from remotefs.cache.store import CacheDirError
 from remotefs.config import MountConfig
-from remotefs.errors import AccessDenied, NotFound, RemoteError, Transient
+from remotefs.control import ControlServer, Status, socket_path
+from remotefs.errors import AccessDenied, InvalidQuery, NotFound, RemoteError, Transient
 from remotefs.fs.callers import Callers
 from remotefs.fs.namespace import ROOT_INODE, Namespace
 from remotefs.fs.operations import Operations
@@ -60,6 +61,8 @@ from remotefs.http.send import give_up_connecting_after
 from remotefs.memory import bound_malloc
 from remotefs.model import RemoteEntry
 from remotefs.mounts import attached, mount_at
+from remotefs.prometheus import serve_metrics
+from remotefs.query import from_options
 from remotefs.systemd import notify
 
 log = logging.getLogger(__name__)
@@ -147,22 +150,35 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
         mounted = False
         try:
             root, reachable = await _root(backend, config, records)
+            root = _filtered(backend, config, root)
             names = Namespace(
                 backend, root, ttl=config.ttl, timeout=config.deadline, records=records
             )
             sniffers = SnifferLimit(config.sniffer_bytes, backend.reachable_without_api)
+            control = socket_path(directory)
+            status = Status(
+                config.mountpoint,
+                config.platform,
+                backend.cache_scope,
+                cache,
+                config.cache_size,
+                backend.rate_limit,
+            )
             ops = Operations(
                 names,
                 Reader(cache, sniffers if config.sniffers else None),
                 ttl=config.ttl,
                 deadline=config.deadline,
                 callers=Callers(config.sniffers),
+                control_path=control,
             )
+            stop_metrics = _serve_metrics(config, status)
             session = _Session()
             pyfuse3.init(ops, str(config.mountpoint), fuse_options(config))
             mounted = True
             try:
                 async with trio.open_nursery() as nursery:
+                    await nursery.start(ControlServer(control, names, cache, status).run)
                     await nursery.start(cache.run)
                     if records is not None:
                         await nursery.start(records.run)
@@ -178,6 +194,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             finally:
                 notify("STOPPING=1")
                 pyfuse3.close(unmount=True)
+                stop_metrics()
                 log.info("unmounted %s", config.mountpoint)
         finally:
             cache.close()
@@ -186,6 +203,26 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             await backend.aclose()
             if fresh and not mounted:  # a failed first mount leaves no cache directory
                 shutil.rmtree(directory, ignore_errors=True)
+
+
+def _serve_metrics(config: MountConfig, status: Status) -> Callable[[], None]:
+    """The Prometheus endpoint if asked for (a one-line ``MountError`` if it cannot listen);
+    what stops it."""
+    if config.metrics_addr is None:
+        return lambda: None
+    try:
+        return serve_metrics(config.metrics_addr, status.snapshot)
+    except (OSError, ValueError) as exc:
+        raise MountError(f"--metrics-addr {config.metrics_addr}: {exc}") from None
+
+
+def _filtered(backend: Backend, config: MountConfig, root: RemoteEntry) -> RemoteEntry:
+    """The root itself, or, with ``--filter``/``--query``, the folder of its matching files."""
+    try:
+        query = from_options(config.platform, config.filters, config.query)
+        return root if query is None else backend.filtered_root(root, query)
+    except InvalidQuery as exc:
+        raise MountError(str(exc)) from None
 
 
 def open_records(directory: Path, user_key: str) -> RecordStore | None:

@@ -11,7 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from remotefs.http.ratelimit import RateLimitState
 from remotefs.model import RemoteEntry
+from remotefs.query import Query
 
 
 class Memory(Protocol):
@@ -49,6 +51,8 @@ class Backend(Protocol):
         """The entry of the mount's root directory (after :meth:`check`)."""
         ...
 
+    rate_limit: RateLimitState | None
+    """The platform's request budget as last seen (SB), for ``remotefs status``."""
     memory: Memory | None
     """Where the backend keeps small values across mounts (ODM sizes); set by the mount
     once the endpoint's cache directory is open (``None``: nothing is kept)."""
@@ -66,6 +70,33 @@ class Backend(Protocol):
 
         Raises ``ProtocolError`` rather than returning fewer or other bytes.
         """
+        ...
+
+    def queryable(self, directory: RemoteEntry) -> bool:
+        """Whether ``directory`` offers ``.query/`` (the platform can filter its files)."""
+        ...
+
+    def parse_query(self, text: str) -> Query:
+        """A query folder's name, parsed; ``InvalidQuery`` if malformed (``remotefs.query``)."""
+        ...
+
+    def query_folder(self, scope: RemoteEntry, query: Query, name: str) -> RemoteEntry:
+        """The entry of a query folder over ``scope``; ``list_dir`` of it runs the query."""
+        ...
+
+    def filtered_root(self, root: RemoteEntry, query: Query) -> RemoteEntry:
+        """The root of a mount of ``query``'s files only (``--filter``, ``--query``).
+
+        Raises:
+            InvalidQuery: the mount's root cannot be filtered (SB without ``--project``)."""
+        ...
+
+    def describes_contents(self, entry: RemoteEntry) -> bool:
+        """Whether the platform can describe ``entry``'s insides (``user.odm.contents``)."""
+        ...
+
+    async def contents(self, entry: RemoteEntry) -> bytes | None:
+        """That description, as JSON (one request); ``None`` when there is none."""
         ...
 
     def reachable_without_api(self, entry: RemoteEntry) -> bool:

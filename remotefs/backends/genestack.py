@@ -47,10 +47,12 @@ from remotefs.concurrency import SingleFlight, gather_limited
 from remotefs.credentials import Secret, as_secret
 from remotefs.errors import AccessDenied, NotFound, ProtocolError
 from remotefs.http.ranges import range_body, range_header
+from remotefs.http.ratelimit import RateLimitState
 from remotefs.http.retry import DEFAULT_POLICY, RetryPolicy
-from remotefs.http.send import send
+from remotefs.http.send import Params, send
 from remotefs.http.wire import parse_http_date_ns, parse_iso8601_ns
 from remotefs.model import RemoteEntry, compact_json
+from remotefs.query import Query, parse_genestack, query_entry, query_of
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,8 @@ SIZE_KEYS = ("genestack:file.size", "size")
 TIME_KEYS = ("genestack:file.last-update", "genestack:dateCreated")
 """Modification time keys, most specific first (A19)."""
 STUDY_NAME_KEYS = ("Study Title", NAME)
+CONTENTS_SUFFIXES = (".h5", ".h5ad", ".zip", ".gz")
+"""Files whose structure ODM can describe (``includeContents``, spec 2.4, A21)."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,7 @@ class GenestackBackend:
         self.user_key = self._token.fingerprint(f"remotefs user of {self._host}")
         self.root_key = ""
         self.memory: Memory | None = None
+        self.rate_limit: RateLimitState | None = None  # ODM documents none (spec 2.9)
 
     # --- requests -------------------------------------------------------------------------
 
@@ -135,7 +140,7 @@ class GenestackBackend:
             return {"Authorization": f"Bearer {self._token.reveal()}"}
         return {"Genestack-API-Token": self._token.reveal()}
 
-    async def _get_json(self, path: str, params: Mapping[str, str | int] | None) -> Any:
+    async def _get_json(self, path: str, params: Params | None, kind: str = "listing") -> Any:
         response = await send(
             self._client,
             "GET",
@@ -143,20 +148,26 @@ class GenestackBackend:
             headers={**self._auth(), "Accept": "application/json"},
             params=params,
             policy=self._policy,
+            kind=kind,
         )
         try:
             return response.json()
         except ValueError:
             raise ProtocolError(f"GET {API}{path}: the answer is not JSON") from None
 
-    async def _paged(self, path: str) -> list[dict[str, Any]]:
-        """Every object of a ``ListResponse`` (spec 2.5): first page, then the rest at once."""
-        first = await self._get_json(path, {"pageLimit": PAGE_LIMIT, "pageOffset": 0})
+    async def _paged(
+        self, path: str, extra: tuple[tuple[str, str], ...] = ()
+    ) -> list[dict[str, Any]]:
+        """Every object of a ``ListResponse`` (spec 2.5): first page, then the rest at once.
+        ``extra``: more parameters (``filter``, ``query``)."""
+        first = await self._get_json(path, [*extra, ("pageLimit", PAGE_LIMIT), ("pageOffset", 0)])
         data, total = _page(first, path)
         offsets = range(PAGE_LIMIT, total, PAGE_LIMIT)
 
         async def page(offset: int) -> list[dict[str, Any]]:
-            body = await self._get_json(path, {"pageLimit": PAGE_LIMIT, "pageOffset": offset})
+            body = await self._get_json(
+                path, [*extra, ("pageLimit", PAGE_LIMIT), ("pageOffset", offset)]
+            )
             return _page(body, path)[0]
 
         for more in await gather_limited([partial(page, o) for o in offsets], PAGE_CONCURRENCY):
@@ -167,7 +178,7 @@ class GenestackBackend:
 
     async def check(self) -> None:
         try:
-            await self._get_json("/files", {"pageLimit": 0})  # A28
+            await self._get_json("/files", {"pageLimit": 0}, "check")  # A28
         except AccessDenied as exc:
             raise AccessDenied(f"the Genestack token was refused ({exc})") from None
 
@@ -185,6 +196,9 @@ class GenestackBackend:
             return [entry for s in studies if (entry := _study_entry(s)) is not None]
         if directory.id == ALL_ID:
             return await self._file_entries(await self._paged("/files"))
+        query = query_of(directory)
+        if query is not None:  # a query folder: the user's files that match (spec 2.4)
+            return await self._file_entries(await self._paged("/files", query.params))
         if directory.id.startswith(STUDY_PREFIX):
             accession = directory.id[len(STUDY_PREFIX) :]
             path = f"/integration/link/files/by/study/{quote(accession, safe='')}"
@@ -211,8 +225,33 @@ class GenestackBackend:
             policy=self._policy,
             expected=(200, 206),
             raw=True,
+            kind="download",
         )
         return range_body(response, offset, length, entry.size, f"file {entry.id} ({entry.name!r})")
+
+    def queryable(self, directory: RemoteEntry) -> bool:
+        """The root and ``all/`` (``GET /files`` searches every file the user sees)."""
+        return directory.id in (ROOT_ID, ALL_ID)
+
+    def parse_query(self, text: str) -> Query:
+        return parse_genestack(text)
+
+    def query_folder(self, scope: RemoteEntry, query: Query, name: str) -> RemoteEntry:
+        return query_entry(scope, query, name)
+
+    def filtered_root(self, root: RemoteEntry, query: Query) -> RemoteEntry:
+        return self.query_folder(RemoteEntry(id=ALL_ID, name="all", is_dir=True), query, "")
+
+    def describes_contents(self, entry: RemoteEntry) -> bool:
+        return not entry.is_dir and entry.name.lower().endswith(CONTENTS_SUFFIXES)
+
+    async def contents(self, entry: RemoteEntry) -> bytes | None:
+        """The structure ODM parsed inside an ``.h5``/``.h5ad``/``.zip``/``.gz`` file
+        (``includeContents=true``, A21), as compact JSON; ``None`` when it has none."""
+        path = f"/files/{quote(entry.id, safe='')}"
+        body = await self._get_json(path, [("includeContents", "true")], "other")
+        value = body.get("contents") if isinstance(body, dict) else None
+        return None if value is None else compact_json(value)
 
     def reachable_without_api(self, entry: RemoteEntry) -> bool:
         return True  # a download is one request, with no budget of its own (spec 2.9)
@@ -286,6 +325,7 @@ class GenestackBackend:
                     self._download_url(accession),
                     headers=self._auth(),  # the client sets no Accept on HEAD (spec 2.3)
                     policy=self._policy,
+                    kind="head",
                 )
             except NotFound:
                 log.debug("%s: listed but gone by its HEAD; not shown", accession)

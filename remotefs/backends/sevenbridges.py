@@ -34,7 +34,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -46,13 +46,14 @@ import httpx
 from remotefs.backends.base import Memory, read_length
 from remotefs.concurrency import SingleFlight, gather_limited
 from remotefs.credentials import Secret, as_secret
-from remotefs.errors import AccessDenied, NotFound, ProtocolError
+from remotefs.errors import AccessDenied, InvalidQuery, NotFound, ProtocolError
 from remotefs.http.ranges import range_body, range_header
 from remotefs.http.ratelimit import RateLimitState
 from remotefs.http.retry import DEFAULT_POLICY, RetryPolicy
-from remotefs.http.send import send
+from remotefs.http.send import Params, send
 from remotefs.http.wire import parse_iso8601_ns
 from remotefs.model import RemoteEntry, compact_json
+from remotefs.query import QUERY_PREFIX, Query, parse_sevenbridges, query_entry, query_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -116,13 +117,14 @@ class SevenBridgesBackend:
         self.user_key = self._token.fingerprint(f"remotefs user of {self._api}")
         self.root_key = project or ""
         self.memory: Memory | None = None  # nothing of SB's is kept but its listings
+        self.rate_limit: RateLimitState | None = self._rate
 
     # --- requests -------------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
         return {"X-SBG-Auth-Token": self._token.reveal(), "Accept": "application/json"}
 
-    async def _get(self, path: str, params: Mapping[str, str | int] | None) -> httpx.Response:
+    async def _get(self, path: str, params: Params | None, kind: str = "listing") -> httpx.Response:
         return await send(
             self._client,
             "GET",
@@ -131,12 +133,13 @@ class SevenBridgesBackend:
             params=params,
             policy=self._policy,
             rate_limit=self._rate,
+            kind=kind,
         )
 
     async def _get_json(
-        self, path: str, params: Mapping[str, str | int] | None
+        self, path: str, params: Params | None, kind: str = "listing"
     ) -> tuple[Any, httpx.Response]:
-        response = await self._get(path, params)
+        response = await self._get(path, params, kind)
         try:
             return response.json(), response
         except ValueError:
@@ -145,7 +148,7 @@ class SevenBridgesBackend:
     async def _collection(
         self,
         path: str,
-        params: dict[str, str | int],
+        params: Sequence[tuple[str, str | int]],
         convert: Callable[[list[dict[str, Any]]], list[T]],
     ) -> list[T]:
         """Every item of a paged collection (spec 1.3): the first page, then the rest at once.
@@ -154,7 +157,9 @@ class SevenBridgesBackend:
         arrives: a 100,000-entry folder never holds 100,000 decoded JSON records at once
         (they would cost ~160 MB, and fragment the heap for the rest of the mount's life).
         """
-        first, response = await self._get_json(path, {**params, "offset": 0, "limit": PAGE_LIMIT})
+        first, response = await self._get_json(
+            path, [*params, ("offset", 0), ("limit", PAGE_LIMIT)]
+        )
         items = convert(_items(first, path))
         total_header = response.headers.get("x-total-matching-query", "")
         if not total_header.strip().isdigit():
@@ -165,7 +170,9 @@ class SevenBridgesBackend:
         offsets = range(PAGE_LIMIT, total, PAGE_LIMIT)
 
         async def page(offset: int) -> list[T]:
-            body, _ = await self._get_json(path, {**params, "offset": offset, "limit": PAGE_LIMIT})
+            body, _ = await self._get_json(
+                path, [*params, ("offset", offset), ("limit", PAGE_LIMIT)]
+            )
             return convert(_items(body, path))
 
         pages = await gather_limited([partial(page, o) for o in offsets], PAGE_CONCURRENCY)
@@ -190,6 +197,7 @@ class SevenBridgesBackend:
                 headers=self._headers(),
                 policy=self._policy,
                 rate_limit=self._rate,
+                kind="listing",
             )
             try:
                 body = response.json()
@@ -202,7 +210,7 @@ class SevenBridgesBackend:
 
     async def check(self) -> None:
         try:
-            await self._get("/user", None)
+            await self._get("/user", None, "check")
         except AccessDenied as exc:
             raise AccessDenied(f"the Seven Bridges token was refused ({exc})") from None
         except NotFound:
@@ -216,7 +224,7 @@ class SevenBridgesBackend:
         owner, name = self._project.split("/")
         try:
             record, _ = await self._get_json(
-                f"/projects/{quote(owner, safe='')}/{quote(name, safe='')}", None
+                f"/projects/{quote(owner, safe='')}/{quote(name, safe='')}", None, "check"
             )
         except NotFound:
             raise NotFound(f"project {self._project} does not exist") from None
@@ -235,13 +243,13 @@ class SevenBridgesBackend:
 
     async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
         if directory.id == ROOT_ID:
-            projects = await self._collection("/projects/", {"fields": "_all"}, _records)
+            projects = await self._collection("/projects/", [("fields", "_all")], _records)
             owners = dict.fromkeys(_owner(p) for p in projects if _owner(p))
             return [RemoteEntry(id=OWNER_PREFIX + o, name=o, is_dir=True) for o in owners]
         if directory.id.startswith(OWNER_PREFIX):
             owner = directory.id[len(OWNER_PREFIX) :]
             projects = await self._collection(
-                f"/projects/{quote(owner, safe='')}", {"fields": "_all"}, _records
+                f"/projects/{quote(owner, safe='')}", [("fields", "_all")], _records
             )
             entries = []
             for record in projects:
@@ -250,9 +258,41 @@ class SevenBridgesBackend:
                     continue
                 entries.append(_project_entry(record))
             return entries
+        query = query_of(directory)
+        if query is not None:  # a query folder: its scope's files that match (spec 1.4)
+            record = directory.record
+            project, scope = record.get("project"), str(record.get("scope", ""))
+            where = ("project", str(project)) if project else ("parent", scope)
+            params = [where, ("fields", "_all"), *query.params]
+            return await self._collection("/files", params, _file_entries)
         project = _project_of(directory)
-        where: dict[str, str | int] = {"project": project} if project else {"parent": directory.id}
-        return await self._collection("/files", {**where, "fields": "_all"}, _file_entries)
+        where = ("project", project) if project else ("parent", directory.id)
+        return await self._collection("/files", [where, ("fields", "_all")], _file_entries)
+
+    def queryable(self, directory: RemoteEntry) -> bool:
+        """Folders and project roots (``GET /files`` takes ``parent`` or ``project``)."""
+        return directory.is_dir and not (
+            directory.id == ROOT_ID
+            or directory.id.startswith(OWNER_PREFIX)
+            or directory.id.startswith(QUERY_PREFIX)
+        )
+
+    def parse_query(self, text: str) -> Query:
+        return parse_sevenbridges(text)
+
+    def query_folder(self, scope: RemoteEntry, query: Query, name: str) -> RemoteEntry:
+        return query_entry(scope, query, name, project=_project_of(scope))
+
+    def filtered_root(self, root: RemoteEntry, query: Query) -> RemoteEntry:
+        if not self.queryable(root):
+            raise InvalidQuery("--filter needs --project (GET /files filters one project)")
+        return self.query_folder(root, query, "")
+
+    def describes_contents(self, entry: RemoteEntry) -> bool:
+        return False
+
+    async def contents(self, entry: RemoteEntry) -> bytes | None:
+        return None
 
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
         length = read_length(entry, offset, size)
@@ -272,6 +312,7 @@ class SevenBridgesBackend:
                 expected=(200, 206, 403),
                 raw=True,
                 follow_redirects=True,  # safe: nothing secret in the headers
+                kind="storage",
             )
             if response.status_code != 403:
                 return range_body(response, offset, length, entry.size, what)
@@ -310,7 +351,9 @@ class SevenBridgesBackend:
             current = self._urls.get(file_id)
             if current is not None and current.url != stale and current.usable(time.time()):
                 return current
-            body, _ = await self._get_json(f"/files/{quote(file_id, safe='')}/download_info", None)
+            body, _ = await self._get_json(
+                f"/files/{quote(file_id, safe='')}/download_info", None, "signed-url"
+            )
             url = body.get("url") if isinstance(body, dict) else None
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 raise ProtocolError(f"file {file_id}: download_info has no usable url")

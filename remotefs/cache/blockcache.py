@@ -66,10 +66,12 @@ from typing import Protocol
 import trio
 
 from remotefs.cache.extents import CHUNK_SIZE, Extents
+from remotefs.cache.prefetch import REQUEST_SIZE
 from remotefs.cache.store import ChunkStore, DamagedChunk
 from remotefs.concurrency import Flight, RecentFailures, before_the_deadline, gather_limited
 from remotefs.config import DEFAULT_TIMEOUT
 from remotefs.errors import ProtocolError, RemoteError
+from remotefs.metrics import METRICS
 from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
@@ -198,6 +200,8 @@ class BlockCache:
         self._waiting: deque[_Ticket] = deque()  # read-ahead waiting for room, in order
         self._urgent: deque[_Ticket] = deque()  # readers' own fetches waiting: served first
         self._wake_writer = trio.Event()
+        self._writing = trio.Event()  # set while no batch is being written
+        self._writing.set()
         self._nursery: trio.Nursery | None = None
 
     # --- life cycle ---------------------------------------------------------------------
@@ -308,7 +312,7 @@ class BlockCache:
         end = min(offset + size, entry.size)
         if offset >= end:
             return b""
-        for _ in range(1000):  # bounded: each pass fetches or waits for what is missing
+        for passes in range(1000):  # bounded: each pass fetches or waits for what is missing
             pieces, gaps = await self._lookup(entry, offset, end)
             if not gaps:
                 data = b"".join(pieces)
@@ -318,6 +322,7 @@ class BlockCache:
                     )
                 if streaming:
                     self._consumed(entry, offset, end)
+                METRICS.read(len(data), hit=passes == 0)
                 return data
             if await self._obtain(entry, gaps, since, limit):
                 # It waited on others' fetches, and some bytes are still missing: it is a
@@ -365,6 +370,7 @@ class BlockCache:
         gaps: list[tuple[int, int]],
         since: float = math.inf,
         limit: FetchLimit | None = None,
+        urgent: bool = True,
     ) -> bool:
         """Fetch the gaps not already in flight; wait for those that are. Returns whether
         it waited on fetches of others.
@@ -387,19 +393,23 @@ class BlockCache:
                     "arrive before the operation's deadline"
                 )
             ):
-                await self._fetch_and_wait(entry, todo, waits)
+                await self._fetch_and_wait(entry, todo, waits, urgent)
         except RemoteError as exc:
             self._recent_failures.note(key, exc)
             raise
         return bool(waits)
 
     async def _fetch_and_wait(
-        self, entry: RemoteEntry, todo: list[tuple[int, int]], waits: list[_Flight]
+        self,
+        entry: RemoteEntry,
+        todo: list[tuple[int, int]],
+        waits: list[_Flight],
+        urgent: bool = True,
     ) -> None:
         mine = [self._register(entry, a, b) for a, b in todo]  # before any await
         try:
             fetches = [
-                partial(f.outcome.lead, partial(self._fetch_range, entry, f.start, f.end, True))
+                partial(f.outcome.lead, partial(self._fetch_range, entry, f.start, f.end, urgent))
                 for f in mine
             ]
             if len(fetches) == 1:  # the common case: no nursery on the read path
@@ -560,6 +570,88 @@ class BlockCache:
         for a, b in gaps:
             await self._fetch_range(entry, a, b)
 
+    # --- whole files: what is held, warm, pin, evict (remotefs warm, status) -------------
+
+    def _chunk_count(self, entry: RemoteEntry) -> int:
+        return (entry.size + CHUNK_SIZE - 1) // CHUNK_SIZE
+
+    def _file_text(self, entry: RemoteEntry) -> str:
+        return ChunkStore.file_text(*self._file_key(entry))
+
+    def held_bytes(self, entry: RemoteEntry) -> int:
+        """Bytes of ``entry`` held (memory, waiting for the disk, or on disk); no I/O."""
+        scope, ident, version = self._file_key(entry)
+        on_disk = self.disk.held_pieces(self._file_text(entry), self._chunk_count(entry))
+        total = 0
+        for chunk in range(self._chunk_count(entry)):
+            ranges = [(start, start + length) for start, length in on_disk.get(chunk, [])]
+            key = (scope, ident, version, chunk)
+            for extents in (self._memory.get(key), self._pending.get(key)):
+                if extents is not None:
+                    ranges += [
+                        (s, s + len(r)) for s, r in zip(extents.starts, extents.runs, strict=True)
+                    ]
+            total += sum(b - a for a, b in _merge(sorted(ranges)))
+        return min(total, entry.size)
+
+    def pins(self) -> dict[str, int]:
+        """Pinned files (their chunk-key prefix) and their sizes."""
+        return self.disk.pins()
+
+    def pinned(self, entry: RemoteEntry) -> bool:
+        return self._file_text(entry) in self.disk.pins()
+
+    async def pin(self, entries: list[RemoteEntry]) -> None:
+        files = {self._file_text(e): e.size for e in entries}
+        await trio.to_thread.run_sync(self.disk.pin, files)
+
+    async def warm(self, entry: RemoteEntry, *, jobs: int, progress: Callable[[int], None]) -> None:
+        """Fetch what is missing of ``entry`` (in ``REQUEST_SIZE`` pieces, ``jobs`` at once,
+        behind readers' own fetches), calling ``progress(nbytes)`` as each piece is held.
+        Each piece has the operation timeout; the first failure is raised."""
+
+        async def piece(start: int, end: int) -> None:
+            with trio.fail_after(self.timeout):
+                for _ in range(100):
+                    _, gaps = await self._lookup(entry, start, end, assemble=False)
+                    if not gaps:
+                        break
+                    await self._obtain(entry, gaps, urgent=False)
+            progress(end - start)
+
+        limiter = trio.CapacityLimiter(jobs)
+
+        async def limited(start: int, end: int) -> None:
+            async with limiter:
+                await piece(start, end)
+
+        pieces = [
+            (start, min(entry.size, start + REQUEST_SIZE))
+            for start in range(0, entry.size, REQUEST_SIZE)
+        ]
+        await gather_limited([partial(limited, a, b) for a, b in pieces], len(pieces) or 1)
+
+    async def evict(self, entry: RemoteEntry) -> None:
+        """Forget every byte of ``entry`` (memory, unwritten, disk) and its pin."""
+        scope, ident, version = self._file_key(entry)
+        for _ in range(2):  # again once a batch being written meanwhile has landed
+            for chunk in range(self._chunk_count(entry)):
+                key = (scope, ident, version, chunk)
+                extents = self._memory.pop(key, None)
+                if extents is not None:
+                    self._memory_used -= extents.nbytes
+                if self._pending.pop(key, None) is not None:
+                    self._pending_bytes -= self._pending_sizes.pop(key)
+            await trio.to_thread.run_sync(
+                self.disk.drop_file, self._file_text(entry), self._chunk_count(entry)
+            )
+            await self._writing.wait()
+        self._made_room()
+
+    def in_flight(self) -> tuple[int, int]:
+        """Fetches in flight (ranges registered) and the bytes being fetched."""
+        return sum(len(f) for f in self._flights.values()), self._in_flight_bytes
+
     # --- disk writer ------------------------------------------------------------------------
 
     def _queue_write(self, key: ChunkKey, extents: Extents) -> None:
@@ -574,6 +666,7 @@ class BlockCache:
             await self._wake_writer.wait()
             self._wake_writer = trio.Event()
             while self._pending:
+                self._writing = trio.Event()
                 batch = [
                     (key, extents, Extents(list(extents.starts), list(extents.runs)))
                     for key, extents in list(self._pending.items())[:WRITE_BATCH]
@@ -590,6 +683,7 @@ class BlockCache:
                         self._pending_bytes -= self._pending_sizes.pop(key)
                     elif key in self._pending:  # grew meanwhile: write it again, after the others
                         self._pending[key] = self._pending.pop(key)
+                self._writing.set()
                 self._made_room()
 
 

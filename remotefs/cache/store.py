@@ -26,6 +26,10 @@ Invariants:
 - **Writes add**: writing a chunk keeps the pieces already on disk that the new bytes do not
   cover (bytes of a file version never change), so a partial chunk in memory never makes the
   disk forget what it held.
+- **Pins**: the chunks of a pinned file (``pin``) are kept apart from the LRU order and are
+  never evicted for another chunk; ``drop_file`` forgets a file's chunks and its pin. Pins
+  persist (table ``pins``, with the file's size). The caller bounds what it pins (a share
+  of the store), so that unpinned slots always remain to evict.
 - **Index in memory**: key → (slot, header) for every chunk on disk, so asking whether a chunk
   is on disk costs a dict lookup and no thread hop. Use order is kept in memory and persisted
   with each write (``used``), so after a remount eviction follows last-written order.
@@ -156,10 +160,13 @@ class ChunkStore:
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF; PRAGMA wal_autocheckpoint=64;"
             "PRAGMA journal_size_limit=262144;"
             "CREATE TABLE IF NOT EXISTS chunks (key TEXT PRIMARY KEY, slot INTEGER UNIQUE,"
-            " header BLOB NOT NULL, used INTEGER NOT NULL)"
+            " header BLOB NOT NULL, used INTEGER NOT NULL);"
+            "CREATE TABLE IF NOT EXISTS pins (file TEXT PRIMARY KEY, size INTEGER NOT NULL)"
         )
         self._check_format(directory)
         self._index: OrderedDict[str, tuple[int, bytes]] = OrderedDict()  # LRU first
+        self._pinned: dict[str, tuple[int, bytes]] = {}  # chunks of pinned files: never evicted
+        self._pins: dict[str, int] = {}  # pinned file → its size
         self._clock = 0
         self._load()
 
@@ -179,19 +186,20 @@ class ChunkStore:
         self._db.execute(f"PRAGMA user_version = {CHECKSUM.format}")
 
     def _load(self) -> None:
+        self._pins = dict(self._db.execute("SELECT file, size FROM pins"))
         rows = self._db.execute("SELECT key, slot, header, used FROM chunks ORDER BY used")
         stale = []
         for key, slot, header, used in rows:
             if slot >= self.slots:  # the limit shrank since: forget chunks beyond it
                 stale.append((key,))
                 continue
-            self._index[key] = (slot, bytes(header))
+            self._held_map(key)[key] = (slot, bytes(header))
             self._clock = max(self._clock, used)
         if stale:
             self._db.executemany("DELETE FROM chunks WHERE key = ?", stale)
             self._db.commit()
         os.ftruncate(self._fd, min(os.fstat(self._fd).st_size, self.slots * CHUNK_SIZE))
-        used_slots = {slot for slot, _ in self._index.values()}
+        used_slots = {slot for slot, _ in (*self._index.values(), *self._pinned.values())}
         self._free = [s for s in range(self.slots - 1, -1, -1) if s not in used_slots]
 
     def close(self) -> None:
@@ -204,15 +212,73 @@ class ChunkStore:
     def key_text(key: ChunkKey) -> str:
         return "/".join(map(str, key))
 
+    @staticmethod
+    def file_text(scope: str, ident: str, version: str) -> str:
+        """What names a file's chunks (their key text up to the chunk number)."""
+        return f"{scope}/{ident}/{version}"
+
+    def _held_map(self, text: str) -> dict[str, tuple[int, bytes]]:
+        """The map a chunk belongs in: pinned, or the LRU order."""
+        return self._pinned if text.rsplit("/", 1)[0] in self._pins else self._index
+
+    def _find(self, text: str) -> tuple[int, bytes] | None:
+        return self._index.get(text) or self._pinned.get(text)
+
     def __contains__(self, key: ChunkKey) -> bool:
-        return self.key_text(key) in self._index
+        return self._find(self.key_text(key)) is not None
 
     def __len__(self) -> int:
-        return len(self._index)
+        return len(self._index) + len(self._pinned)
+
+    # --- pins and what a file holds (the mount's warm/check/evict, status) ---------------
+
+    def pins(self) -> dict[str, int]:
+        """Pinned files and their sizes."""
+        return dict(self._pins)
+
+    def pin(self, files: dict[str, int]) -> None:
+        """Pin ``files`` (file text → size): their chunks, held and to come, stay."""
+        with self._mutex:
+            for file in files:
+                prefix = file + "/"
+                for text in [t for t in self._index if t.startswith(prefix)]:
+                    self._pinned[text] = self._index.pop(text)
+            self._pins.update(files)
+            with self._db:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO pins (file, size) VALUES (?, ?)", list(files.items())
+                )
+
+    def drop_file(self, file: str, chunks: int) -> int:
+        """Forget ``file``'s chunks (the first ``chunks``) and its pin; the slots freed."""
+        with self._mutex:
+            freed = 0
+            for chunk in range(chunks):
+                text = f"{file}/{chunk}"
+                if self._find(text) is not None:
+                    self._drop(text, commit=False)
+                    freed += 1
+            self._pins.pop(file, None)
+            with self._db:
+                self._db.execute("DELETE FROM pins WHERE file = ?", (file,))
+        return freed
+
+    def held_pieces(self, file: str, chunks: int) -> dict[int, list[tuple[int, int]]]:
+        """``chunk → [(start, length)]`` of what the disk holds of ``file`` (no I/O)."""
+        held = {}
+        for chunk in range(chunks):
+            found = self._find(f"{file}/{chunk}")
+            if found is not None:
+                held[chunk] = [(p[0], p[1]) for p in decode_header(found[1]) or []]
+        return held
+
+    @property
+    def slots_used(self) -> int:
+        return len(self._index) + len(self._pinned)
 
     def holds(self, key: ChunkKey, ranges: list[tuple[int, int]]) -> bool:
         """Whether the disk holds any byte of ``ranges`` of the chunk (no I/O, no lock)."""
-        found = self._index.get(self.key_text(key))
+        found = self._find(self.key_text(key))
         if found is None:
             return False
         pieces = decode_header(found[1]) or []
@@ -227,10 +293,11 @@ class ChunkStore:
         not damage; damage is what fails while the slot is still the chunk's."""
         text = self.key_text(key)
         with self._mutex:
-            found = self._index.get(text)
+            found = self._find(text)
             if found is None:
                 return None
-            self._index.move_to_end(text)
+            if text in self._index:
+                self._index.move_to_end(text)
         slot, header = found
         pieces = decode_header(header)
         out = Extents()
@@ -251,7 +318,7 @@ class ChunkStore:
         if intact:
             return out
         with self._mutex:
-            now = self._index.get(text)
+            now = self._find(text)
             if now is None or now[0] != slot:
                 return None  # evicted (and the slot reused) while we read: a miss
             self._drop(text)
@@ -264,13 +331,15 @@ class ChunkStore:
         with self._mutex:
             for key, extents in items:
                 text = self.key_text(key)
-                found = self._index.pop(text, None)
+                found = self._index.pop(text, None) or self._pinned.pop(text, None)
                 pieces = pieces_of(extents)
                 if found is not None:
                     slot = found[0]
                     pieces = _union(decode_header(found[1]) or [], pieces)
                 elif self._free:
                     slot = self._free.pop()
+                elif not self._index:  # every slot pinned (the caller bounds pins): not kept
+                    continue
                 else:
                     old, (slot, _) = self._index.popitem(last=False)
                     evicted.append((old,))
@@ -278,7 +347,7 @@ class ChunkStore:
                 for start, run in zip(extents.starts, extents.runs, strict=True):
                     os.pwrite(self._fd, run, base + start)
                 header = encode_header(pieces)
-                self._index[text] = (slot, header)
+                self._held_map(text)[text] = (slot, header)
                 self._clock += 1
                 rows.append((text, slot, header, self._clock))
             with self._db:
@@ -288,11 +357,12 @@ class ChunkStore:
                     rows,
                 )
 
-    def _drop(self, text: str) -> None:
-        slot, _ = self._index.pop(text)
+    def _drop(self, text: str, *, commit: bool = True) -> None:
+        slot, _ = self._index.pop(text) if text in self._index else self._pinned.pop(text)
         self._free.append(slot)
-        with self._db:
-            self._db.execute("DELETE FROM chunks WHERE key = ?", (text,))
+        self._db.execute("DELETE FROM chunks WHERE key = ?", (text,))
+        if commit:
+            self._db.commit()
 
 
 def _contiguous(pieces: list[Piece]) -> list[list[Piece]]:

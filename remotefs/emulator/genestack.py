@@ -26,9 +26,9 @@ from remotefs.emulator.asgi import Request, Response, json_response
 from remotefs.emulator.contents import file_contents
 from remotefs.emulator.control import Knobs, RateLimiter
 from remotefs.emulator.dataset import Dataset, Node, Study
-from remotefs.emulator.odm_query import QueryError, parse_filter, parse_query
 from remotefs.emulator.ranges import ByteRange, parse_range
 from remotefs.emulator.sevenbridges import _http_date, content_disposition
+from remotefs.odm_filter import QueryError, parse_filter, parse_query
 
 T = TypeVar("T")
 

@@ -4,7 +4,8 @@ Platform names may hold what a POSIX name cannot. The mapping, applied to one di
 entries at a time (documented in the README, "Names"):
 
 1. ``/`` becomes ``∕`` (U+2215 DIVISION SLASH) and NUL becomes ``␀`` (U+2400).
-2. An empty name, ``.`` and ``..`` get the entry's short ID appended: ``. [1a2b3c4d]``.
+2. An empty name, ``.``, ``..`` and a name the mount reserves in that directory (``.query``,
+   where query folders are offered) get the entry's short ID appended: ``. [1a2b3c4d]``.
 3. The name is encoded as UTF-8 (a lone surrogate is written as a ``\\udXXX`` escape).
 4. A name longer than 255 bytes is cut at a character boundary and ends ``… [ID]`` + its
    extension (when the extension is short), so it stays recognisable and unique.
@@ -52,18 +53,21 @@ def _with_tag(name: str, tag: str) -> str:
     return stem + suffix
 
 
-def _base(entry_id: str, name: str) -> str:
+def _base(entry_id: str, name: str, reserved: frozenset[str]) -> str:
     name = name.replace("/", "\u2215").replace("\0", "\u2400")
-    if name in ("", ".", ".."):
+    if name in ("", ".", "..") or name in reserved:
         return f"{name} [{short_id(entry_id)}]".lstrip()
     if len(_encode(name)) > NAME_MAX:
         return _with_tag(name, short_id(entry_id))
     return name
 
 
-def posix_names(entries: Sequence[tuple[str, str]]) -> list[bytes]:
-    """Map ``(id, name)`` pairs of one directory to unique POSIX names, in the same order."""
-    bases = [_base(entry_id, name) for entry_id, name in entries]
+def posix_names(
+    entries: Sequence[tuple[str, str]], reserved: frozenset[str] = frozenset()
+) -> list[bytes]:
+    """Map ``(id, name)`` pairs of one directory to unique POSIX names, in the same order;
+    names in ``reserved`` are the mount's own there and are never given to an entry."""
+    bases = [_base(entry_id, name, reserved) for entry_id, name in entries]
     owner: dict[str, str] = {}
     for (entry_id, _), base in zip(entries, bases, strict=True):
         if base not in owner or entry_id < owner[base]:

@@ -49,6 +49,7 @@ from remotefs.concurrency import RecentFailures, SingleFlight, before_the_deadli
 from remotefs.errors import (
     AccessDenied,
     DeadlineExceeded,
+    InvalidQuery,
     NotADirectory,
     NotFound,
     RemoteError,
@@ -56,10 +57,14 @@ from remotefs.errors import (
 )
 from remotefs.fs.names import posix_names
 from remotefs.model import RemoteEntry
+from remotefs.query import QUERY_DIR, QUERY_ROOT_PREFIX, queries_entry
 
 log = logging.getLogger(__name__)
 
 ROOT_INODE = 1  # pyfuse3.ROOT_INODE; kept here so the core has no pyfuse3 import
+
+_QUERY_NAME = QUERY_DIR.encode()
+_QUERY_NAMES = frozenset({QUERY_DIR})
 
 STALE_GRACE = 2.0
 """Seconds a caller holding an expired listing waits for its refresh before the old one is
@@ -247,6 +252,8 @@ class Namespace:
         node = self.node(inode)
         if not node.entry.is_dir:
             raise NotADirectory(f"{node.entry.name} is not a directory")
+        if node.entry.id.startswith(QUERY_ROOT_PREFIX):  # .query/ lists nothing, asks nothing
+            return self._install(inode, [], trio.current_time())
         entries = await self.backend.list_dir(node.entry)
         listing = self._install(inode, entries, trio.current_time())
         if self._records is not None:
@@ -258,13 +265,48 @@ class Namespace:
         return listing
 
     def _install(self, inode: int, entries: list[RemoteEntry], fetched_at: float) -> Listing:
-        names = posix_names([(e.id, e.name) for e in entries])
+        reserved = _QUERY_NAMES if self.backend.queryable(self.node(inode).entry) else frozenset()
+        names = posix_names([(e.id, e.name) for e in entries], reserved)
         inodes = tuple(self._intern(e) for e in entries)
         listing = Listing(tuple(names), inodes, dict(zip(names, inodes, strict=True)), fetched_at)
         self._listings[inode] = listing
         return listing
 
+    def _query_node(self, queries: RemoteEntry, name: bytes) -> Node:
+        """``.query/NAME``: the folder of the query NAME spells over the folder that holds
+        ``.query`` (parsed here: a malformed one is EINVAL, with no request)."""
+        scope = self.node(self._inode_by_id[queries.id[len(QUERY_ROOT_PREFIX) :]]).entry
+        text = name.decode("utf-8", "surrogateescape")
+        try:
+            query = self.backend.parse_query(text)
+        except InvalidQuery as exc:
+            log.warning("query %r under %r: %s (EINVAL)", text, scope.name or "/", exc)
+            raise
+        return self._nodes[self._intern(self.backend.query_folder(scope, query, text))]
+
+    def known_files(self, inode: int, limit: int = 1_000_000) -> list[RemoteEntry]:
+        """The files below folder ``inode`` that listings in memory know of (no fetch)."""
+        files: list[RemoteEntry] = []
+        seen, todo = {inode}, [inode]
+        while todo and len(files) < limit:
+            listing = self._listings.get(todo.pop())
+            for child in listing.inodes if listing is not None else ():
+                if child in seen:
+                    continue
+                seen.add(child)
+                entry = self._nodes[child].entry
+                if entry.is_dir:
+                    todo.append(child)
+                else:
+                    files.append(entry)
+        return files
+
     async def lookup(self, parent: int, name: bytes) -> Node:
+        scope = self.node(parent).entry
+        if name == _QUERY_NAME and self.backend.queryable(scope):
+            return self._nodes[self._intern(queries_entry(scope))]
+        if scope.id.startswith(QUERY_ROOT_PREFIX):
+            return self._query_node(scope, name)
         listing = await self.listing(parent)
         inode = listing.by_name.get(name)
         if inode is None:

@@ -32,6 +32,8 @@ import stat
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
+from functools import partial
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pyfuse3
@@ -39,6 +41,7 @@ import trio
 from pyfuse3 import FileHandleT, InodeT
 
 from remotefs.cache.reader import OpenFile, Reader
+from remotefs.concurrency import SingleFlight
 from remotefs.errors import (
     IsADirectory,
     LocalError,
@@ -50,7 +53,7 @@ from remotefs.errors import (
     to_errno,
 )
 from remotefs.fs.callers import Callers
-from remotefs.fs.namespace import Listing, Namespace, Node
+from remotefs.fs.namespace import ROOT_INODE, Listing, Namespace, Node
 from remotefs.fs.xattrs import xattrs
 from remotefs.model import RemoteEntry
 
@@ -60,10 +63,26 @@ ST_BLKSIZE = 1 << 20
 """htslib sizes its hFILE buffer from st_blksize: 1 MiB makes it read in large pieces."""
 DIR_SIZE = 4096
 """What ext4 reports for a directory; tools that compare trees (find -printf %s, gio) expect it."""
+CACHE_XATTR = b"user.remotefs.cache"
+"""What the cache holds of a file (``full``, ``partial 37%``, ``none``, ``pinned``) or a
+folder (the same over its files): no network request."""
+CONTENTS_XATTR = b"user.odm.contents"
+"""ODM: the structure inside an .h5/.h5ad/.zip/.gz (``includeContents``, A21), fetched on
+first ``getxattr`` of this one name and remembered."""
+CONTROL_XATTR = b"user.remotefs.control"
+"""On the root: the path of the mount's control socket (``remotefs warm``, ``status``)."""
 LOOKUPS_REMEMBERED = 4096
 """(parent, name) of the most recent lookups: what ``open`` needs to find a file's index."""
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def cache_state(size: int, held: int) -> str:
+    if held >= size:
+        return "full"
+    if held <= 0:
+        return "none"
+    return f"partial {min(99, max(1, held * 100 // size))}%"
 
 
 def _pid(ctx: pyfuse3.RequestContext | None) -> int:
@@ -137,9 +156,13 @@ class Operations(pyfuse3.Operations):
         ttl: float,
         deadline: float,
         callers: Callers | None = None,
+        control_path: Path | None = None,
     ) -> None:
         super().__init__()
         self.callers = callers or Callers(())
+        self.control_path = control_path
+        self._contents_known: dict[tuple[str, str], bytes | None] = {}
+        self._contents_flights: SingleFlight[tuple[str, str], bytes | None] = SingleFlight()
         self.ns = namespace
         self.reader = reader
         self.ttl = ttl
@@ -288,6 +311,12 @@ class Operations(pyfuse3.Operations):
 
     @fuse_handler
     async def _user_xattr(self, inode: InodeT, name: bytes) -> bytes:
+        if name == CACHE_XATTR:
+            return self._cache_status(inode).encode()
+        if name == CONTROL_XATTR and inode == ROOT_INODE and self.control_path is not None:
+            return os.fsencode(self.control_path)
+        if name == CONTENTS_XATTR and self.ns.backend.describes_contents(self.ns.node(inode).entry):
+            return await self._contents(inode)
         value = xattrs(self.ns.node(inode).entry, self.xattr_namespace).get(name)
         if value is None:
             raise NoSuchAttribute(name.decode(errors="replace"))
@@ -297,7 +326,45 @@ class Operations(pyfuse3.Operations):
     async def listxattr(
         self, inode: InodeT, ctx: pyfuse3.RequestContext | None = None
     ) -> list[bytes]:
-        return list(xattrs(self.ns.node(inode).entry, self.xattr_namespace))
+        entry = self.ns.node(inode).entry
+        names = [*xattrs(entry, self.xattr_namespace), CACHE_XATTR]
+        if self.ns.backend.describes_contents(entry):
+            names.append(CONTENTS_XATTR)
+        if inode == ROOT_INODE and self.control_path is not None:
+            names.append(CONTROL_XATTR)
+        return names
+
+    async def _contents(self, inode: int) -> bytes:
+        """What the platform says a file holds: asked once, under this operation's deadline,
+        then remembered for the file's version (the only xattr that may cost a request)."""
+        entry = self.ns.node(inode).entry
+        key = (entry.id, entry.version)
+        if key not in self._contents_known:
+            self._contents_known[key] = await self._contents_flights.run(
+                key, partial(self.ns.backend.contents, entry)
+            )
+        value = self._contents_known[key]
+        if value is None:
+            raise NoSuchAttribute(f"{entry.name}: the platform describes nothing inside it")
+        return value
+
+    def _cache_status(self, inode: int) -> str:
+        """``full``, ``partial N%`` or ``none`` (and ``pinned``) for a file; the same over
+        the files a folder is known to hold (its listings in memory, all levels). No I/O."""
+        cache = self.reader.cache
+        entry = self.ns.node(inode).entry
+        if not entry.is_dir:
+            return cache_state(entry.size, cache.held_bytes(entry)) + (
+                " pinned" if cache.pinned(entry) else ""
+            )
+        files = self.ns.known_files(inode)
+        size = sum(f.size for f in files)
+        held = [cache.held_bytes(f) for f in files]
+        full = sum(1 for f, h in zip(files, held, strict=True) if h >= f.size)
+        pinned = sum(1 for f in files if cache.pinned(f))
+        return (
+            f"{cache_state(size, sum(held))} ({full} of {len(files)} files full, {pinned} pinned)"
+        )
 
     # --- writes: all EROFS (the kernel answers most itself: the mount is ``ro``) -----------
 

@@ -34,6 +34,7 @@ import random
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import Any, cast
 
 import httpx
 import trio
@@ -58,6 +59,7 @@ from remotefs.http.retry import (
     server_wait,
 )
 from remotefs.http.wire import MAX_DETAIL, server_message
+from remotefs.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +68,8 @@ CLOSE_TIMEOUT = 2.0
 connection, so this is generous)."""
 
 _CONNECT_ERRORS = (httpx.ConnectError, httpx.ConnectTimeout)
+Params = Mapping[str, str | int] | list[tuple[str, str | int]]
+"""Query parameters: a mapping, or pairs (a key given twice: SB's OR of one filter)."""
 _connect_budget: ContextVar[float | None] = ContextVar("connect_budget", default=None)
 
 
@@ -109,15 +113,18 @@ async def send(
     url: str,
     *,
     headers: Mapping[str, str] | None = None,
-    params: Mapping[str, str | int] | None = None,
+    params: Params | None = None,
     deadline: float | None = None,
     policy: RetryPolicy = DEFAULT_POLICY,
     expected: tuple[int, ...] = (200,),
     rate_limit: RateLimitState | None = None,
     raw: bool = False,
     follow_redirects: bool = False,
+    kind: str = "other",
 ) -> httpx.Response:
     """Send one request, retrying as the module docstring says; return a fully read response.
+
+    ``kind`` names it in the mount's metrics (``remotefs.metrics.KINDS``).
 
     ``raw=True`` is for byte ranges: ``response.content`` is then the body exactly as sent on
     the wire, never decoded by ``Content-Encoding`` (which is removed from the returned
@@ -131,7 +138,8 @@ async def send(
     if deadline is None:
         deadline = operation_deadline(policy)
     method = method.upper()
-    request = client.build_request(method, url, headers=headers, params=params)
+    query = None if params is None else httpx.QueryParams(cast(Any, params))  # pairs or a map
+    request = client.build_request(method, url, headers=headers, params=query)
     shown = f"{method} {redact_url(str(request.url))}"
     retryable = method in IDEMPOTENT_METHODS
     started = trio.current_time()
@@ -139,68 +147,75 @@ async def send(
     answered = False  # any HTTP answer at all, so the host is reachable
     attempt = 0
     last_cause = ""
-    while True:
-        attempt += 1
-        if rate_limit is not None:
-            await _wait_for_budget(rate_limit, deadline, shown)
-        try:
-            sent_at = trio.current_time()
-            attempt_deadline = deadline
-            if connect_budget is not None and not answered:  # a host that drops packets too
-                attempt_deadline = min(deadline, started + connect_budget)
-            try:
-                with trio.move_on_at(attempt_deadline) as scope:
-                    response = await _exchange(client, request, raw, follow_redirects)
-            except _Retryable as failure:
-                _log_exchange(request, sent_at, failure.cause)
-                raise
-            _log_exchange(request, sent_at, None if scope.cancelled_caught else response)
-            if scope.cancelled_caught and attempt_deadline < deadline:
-                raise Transient(
-                    f"{shown}: no answer within {connect_budget:.0f} s (cannot connect?)"
-                )
-            if scope.cancelled_caught:
-                raise DeadlineExceeded(
-                    f"{shown}: no complete answer before the operation's deadline "
-                    f"(attempt {attempt}{'; before: ' + last_cause if last_cause else ''})"
-                )
-            answered = True
+    received: httpx.Response | None = None
+    try:
+        while True:
+            attempt += 1
             if rate_limit is not None:
-                rate_limit.observe(response.headers)
-            status = response.status_code
-            if status in expected:
-                return response
-            if status != 429 and status < 500:
-                raise _status_error(shown, response)
-            raise _Retryable(_describe_status(response), server_wait(response))
-        except _Retryable as failure:
-            cause = last_cause = failure.cause
-            if not retryable:
-                raise Transient(f"{shown}: {cause} (a {method} is never retried)") from None
-            if attempt >= policy.max_attempts:
-                raise Transient(
-                    f"{shown}: gave up after {attempt} attempts; last: {cause}"
-                ) from None
-            wait = policy.backoff(attempt)
-            if failure.wait is not None:
-                # The server said when: obey it, plus a little jitter so that the clients it
-                # told the same thing do not all come back in the same instant.
-                wait = failure.wait + random.uniform(0, policy.base_delay)
-            now = trio.current_time()
-            if (
-                connect_budget is not None
-                and failure.connect
-                and not answered
-                and now + wait > started + connect_budget
-            ):
-                raise Transient(f"{shown}: cannot connect ({cause})") from None
-            if now + wait > deadline:
-                raise DeadlineExceeded(
-                    f"{shown}: gave up after {attempt} attempts: the next one (in {wait:.1f} s) "
-                    f"would pass the operation's deadline; last: {cause}"
-                ) from None
-            log.debug("%s: attempt %d failed (%s); retrying in %.2f s", shown, attempt, cause, wait)
-            await trio.sleep(wait)
+                await _wait_for_budget(rate_limit, deadline, shown)
+            try:
+                sent_at = trio.current_time()
+                attempt_deadline = deadline
+                if connect_budget is not None and not answered:  # a host that drops packets too
+                    attempt_deadline = min(deadline, started + connect_budget)
+                try:
+                    with trio.move_on_at(attempt_deadline) as scope:
+                        response = await _exchange(client, request, raw, follow_redirects)
+                except _Retryable as failure:
+                    _log_exchange(request, sent_at, failure.cause)
+                    raise
+                _log_exchange(request, sent_at, None if scope.cancelled_caught else response)
+                if scope.cancelled_caught and attempt_deadline < deadline:
+                    raise Transient(
+                        f"{shown}: no answer within {connect_budget:.0f} s (cannot connect?)"
+                    )
+                if scope.cancelled_caught:
+                    raise DeadlineExceeded(
+                        f"{shown}: no complete answer before the operation's deadline "
+                        f"(attempt {attempt}{'; before: ' + last_cause if last_cause else ''})"
+                    )
+                answered = True
+                if rate_limit is not None:
+                    rate_limit.observe(response.headers)
+                status = response.status_code
+                if status in expected:
+                    received = response
+                    return response
+                if status != 429 and status < 500:
+                    raise _status_error(shown, response)
+                raise _Retryable(_describe_status(response), server_wait(response))
+            except _Retryable as failure:
+                cause = last_cause = failure.cause
+                if not retryable:
+                    raise Transient(f"{shown}: {cause} (a {method} is never retried)") from None
+                if attempt >= policy.max_attempts:
+                    raise Transient(
+                        f"{shown}: gave up after {attempt} attempts; last: {cause}"
+                    ) from None
+                wait = policy.backoff(attempt)
+                if failure.wait is not None:
+                    # The server said when: obey it, plus a little jitter so that the clients it
+                    # told the same thing do not all come back in the same instant.
+                    wait = failure.wait + random.uniform(0, policy.base_delay)
+                now = trio.current_time()
+                if (
+                    connect_budget is not None
+                    and failure.connect
+                    and not answered
+                    and now + wait > started + connect_budget
+                ):
+                    raise Transient(f"{shown}: cannot connect ({cause})") from None
+                if now + wait > deadline:
+                    raise DeadlineExceeded(
+                        f"{shown}: gave up after {attempt} attempts: the next one "
+                        f"(in {wait:.1f} s) would pass the operation's deadline; last: {cause}"
+                    ) from None
+                log.debug(
+                    "%s: attempt %d failed (%s); retrying in %.2f s", shown, attempt, cause, wait
+                )
+                await trio.sleep(wait)
+    finally:
+        METRICS.request(kind, attempt, received is None, len(received.content) if received else 0)
 
 
 def _log_exchange(

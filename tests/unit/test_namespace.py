@@ -38,6 +38,9 @@ class Scripted:
         self.calls = 0
         self.release = trio.Event()
 
+    def queryable(self, directory: RemoteEntry) -> bool:
+        return False
+
     async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
         self.calls += 1
         if self.answer == "hang":

@@ -1,4 +1,4 @@
-"""Tests of the ODM filter and full-text query engine (remotefs.emulator.odm_query)."""
+"""Tests of the ODM filter and full-text query engine (remotefs.odm_filter)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from remotefs.emulator.odm_query import QueryError, parse_filter, parse_query
+from remotefs.odm_filter import QueryError, parse_filter, parse_query
 
 BAM: dict[str, Any] = {
     "genestack:accession": "GSF000123",

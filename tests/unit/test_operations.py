@@ -43,6 +43,9 @@ class OneFile:
     async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
         return [FILE]
 
+    def queryable(self, directory: RemoteEntry) -> bool:
+        return False
+
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
         if offset >= self.gated_from:
             self.waiting.append(offset)

@@ -191,3 +191,37 @@ def test_an_index_of_another_checksum_starts_empty(tmp_path: Path, monkeypatch) 
     store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
     assert store.get(key(0)) == chunk(0)
     store.close()
+
+
+def test_pinned_chunks_are_never_evicted_and_pins_persist(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    pinned = ChunkStore.file_text("t", "pinned", "v1")
+    store.put_many([(("t", "pinned", "v1", 0), chunk(0))])  # held before the pin
+    store.pin({pinned: 2 * CHUNK_SIZE})
+    store.put_many([(("t", "pinned", "v1", 1), chunk(1))])  # and after it
+    for n in range(10):  # fill the rest of the store, over and over
+        store.put_many([(("t", "other", "v1", n), chunk(n % 3))])
+    assert store.get(("t", "pinned", "v1", 0)) == chunk(0)
+    assert store.get(("t", "pinned", "v1", 1)) == chunk(1)
+    assert store.slots_used == 4
+    store.close()
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    assert store.pins() == {pinned: 2 * CHUNK_SIZE}
+    assert sorted(store.held_pieces(pinned, 2)) == [0, 1]
+    for n in range(10, 14):
+        store.put_many([(("t", "other", "v1", n), chunk(0))])
+    assert ("t", "pinned", "v1", 1) in store
+    assert store.drop_file(pinned, 2) == 2  # evicted and unpinned
+    assert store.pins() == {} and store.held_pieces(pinned, 2) == {}
+    assert ("t", "pinned", "v1", 0) not in store
+    store.close()
+
+
+def test_held_pieces_say_what_a_file_holds(tmp_path: Path) -> None:
+    store = ChunkStore(tmp_path, size_limit=8 * CHUNK_SIZE)
+    store.put_many([(key(0), chunk(0, (0, 100))), (key(2), chunk(2))])
+    held = store.held_pieces(ChunkStore.file_text("t", "file", "v1"), 3)
+    assert set(held) == {0, 2}
+    assert sum(length for _, length in held[0]) >= 100
+    assert sum(length for _, length in held[2]) == CHUNK_SIZE
+    store.close()

@@ -1,4 +1,4 @@
-"""Filter and full-text query engine of the emulated ODM ``GET /api/v1/as-user/files``.
+"""The ODM files filter and full-text query grammar: checked by the mount, served by the emulator.
 
 The files endpoint documents ``filter`` only as "key-value metadata pair(s)". The emulator gives it
 the grammar documented for the sibling samples/studies endpoints and the ODM syntax reference

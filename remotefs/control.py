@@ -1,0 +1,326 @@
+"""The mount's control channel: warm, pin, check and evict files; its live status.
+
+A unix socket, private to the mounting user, served by the running mount (so a warm's
+bytes go through the mount's own block cache: single-flight with readers, one rate budget):
+
+- the socket sits in the endpoint's cache directory (0700), or, when that path is too long
+  for a socket address, in ``/tmp/remotefs-UID/`` (made 0700, and checked to be ours);
+- the mount names it in the ``user.remotefs.control`` extended attribute of its root, which
+  is how ``remotefs warm``/``status`` find it from any path inside the mount;
+- a peer is accepted only if its uid (``SO_PEERCRED``) is the mount's or root's.
+
+**Protocol**: one request per connection, a JSON line; the answer is JSON lines ("events"),
+the last one ``done`` or ``error``. Files are named by inode number (what ``stat`` of a path
+in the mount returns): the client walks the tree through the mount itself.
+
+- ``{"op": "warm", "inodes": [...], "pin": bool, "jobs": N}`` → ``start`` (files, bytes),
+  ``progress`` (bytes), ``file`` (inode, ok, error) per file, ``done``. With ``pin``, the
+  pins are checked against ``PIN_SHARE`` of the cache and made before anything is fetched
+  (``error`` and nothing changed when they would not fit). A client that goes away (Ctrl-C)
+  stops the warm; what was fetched stays.
+- ``{"op": "check", "inodes": [...]}`` → a ``file`` event per file (size, held, pinned).
+- ``{"op": "evict", "inodes": [...]}`` → a ``file`` event per file, its bytes and pin gone.
+- ``{"op": "status"}`` → one ``status`` event: :func:`Status.snapshot`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import socket
+import struct
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from remotefs.cache.blockcache import BlockCache
+from remotefs.errors import NotFound, RemoteError
+from remotefs.fs.namespace import Namespace
+from remotefs.http.ratelimit import RateLimitState
+from remotefs.metrics import METRICS, Metrics
+from remotefs.model import RemoteEntry
+
+log = logging.getLogger(__name__)
+
+PIN_SHARE = 0.5
+"""Pins never exceed this share of ``--cache-size``: the rest stays for readers."""
+SOCKET_NAME = "control.sock"
+MAX_SOCKET_PATH = 100
+"""Bytes a unix socket path may have here (the kernel's limit is 107)."""
+MAX_REQUEST = 16 << 20
+"""Bytes of one request line at most (a list of inodes)."""
+
+
+def socket_path(directory: Path) -> Path:
+    """Where the control socket of the mount whose cache is ``directory`` lives."""
+    path = directory / SOCKET_NAME
+    if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
+        return path
+    private = Path(f"/tmp/remotefs-{os.getuid()}")
+    with contextlib.suppress(FileExistsError):
+        private.mkdir(mode=0o700)
+    st = private.lstat()
+    if st.st_uid != os.getuid() or st.st_mode & 0o077 or not private.is_dir():
+        raise PermissionError(f"{private} is not a private directory of this user")
+    digest = hashlib.sha256(os.fsencode(directory)).hexdigest()[:16]
+    return private / f"{digest}.sock"
+
+
+@dataclass
+class Status:
+    """What ``remotefs status`` shows, read from the mount's parts when asked."""
+
+    mountpoint: Path
+    platform: str
+    endpoint: str
+    cache: BlockCache
+    cache_size: int
+    rate_limit: RateLimitState | None
+    metrics: Metrics = field(default_factory=lambda: METRICS)
+
+    def snapshot(self) -> dict[str, Any]:
+        m = self.metrics
+        pins = self.cache.pins()
+        fetches, fetching = self.cache.in_flight()
+        rate = None
+        if self.rate_limit is not None and self.rate_limit.remaining is not None:
+            reset = self.rate_limit.reset
+            rate = {
+                "limit": self.rate_limit.limit,
+                "remaining": max(0, self.rate_limit.remaining),
+                "reset_in_s": max(0.0, reset - time.time()) if reset else None,
+            }
+        return {
+            "mountpoint": str(self.mountpoint),
+            "platform": self.platform,
+            "endpoint": self.endpoint,
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - m.started, 1),
+            "requests": {
+                kind: {
+                    "requests": c.requests,
+                    "retries": c.attempts - c.requests,
+                    "errors": c.errors,
+                    "bytes": c.bytes,
+                }
+                for kind, c in sorted(m.requests.items())
+            },
+            "bytes_fetched": m.bytes_fetched,
+            "bytes_served": m.bytes_served,
+            "reads": m.reads,
+            "read_hits": m.read_hits,
+            "hit_ratio": round(m.read_hits / m.reads, 4) if m.reads else None,
+            "disk_cache": {
+                "used_bytes": self.cache.disk.slots_used * (1 << 20),
+                "limit_bytes": self.cache_size,
+            },
+            "pins": {
+                "files": len(pins),
+                "bytes": sum(pins.values()),
+                "limit_bytes": int(self.cache_size * PIN_SHARE),
+            },
+            "memory": {"rss_bytes": _rss(), "cache_bytes": self.cache.memory_in_use},
+            "in_flight": {"fetches": fetches, "bytes": fetching},
+            "rate_limit": rate,
+            "errors_answered": m.errors_answered,
+            "last_error": {"message": m.last_error, "at": m.last_error_at}
+            if m.last_error
+            else None,
+        }
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+class ControlServer:
+    def __init__(self, path: Path, namespace: Namespace, cache: BlockCache, status: Status) -> None:
+        self.path = path
+        self.namespace = namespace
+        self.cache = cache
+        self.status = status
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()  # a socket left by a mount that died
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o077)
+        try:
+            await sock.bind(os.fsencode(self.path))
+        finally:
+            os.umask(old)
+        sock.listen(16)
+        listener = trio.SocketListener(sock)
+        try:
+            task_status.started()
+            await trio.serve_listeners(self._serve, [listener])
+        finally:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    async def _serve(self, stream: trio.SocketStream) -> None:
+        async with stream:
+            if not _trusted(stream.socket):
+                return
+
+            async def emit(event: dict[str, Any]) -> None:
+                await stream.send_all(json.dumps(event).encode() + b"\n")
+
+            try:
+                request = json.loads(await _read_line(stream))
+                await self._answer(request, emit, stream)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return  # the client went away (Ctrl-C): what it started has stopped
+            except (ValueError, KeyError, TypeError) as exc:
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await emit({"event": "error", "message": f"bad request: {exc}"})
+
+    async def _answer(self, request: dict[str, Any], emit: Emit, stream: trio.SocketStream) -> None:
+        op = request["op"]
+        if op == "status":
+            await emit({"event": "status", **self.status.snapshot()})
+            return
+        if op not in ("check", "evict", "warm"):
+            raise ValueError(f"unknown op {op!r}")
+        entries = []
+        for inode in request["inodes"]:
+            try:
+                node = self.namespace.node(int(inode))
+            except NotFound:
+                await emit({"event": "file", "inode": inode, "ok": False, "error": "not found"})
+                continue
+            if not node.entry.is_dir:
+                entries.append((int(inode), node.entry))
+        if op == "check":
+            for inode, entry in entries:
+                await emit(
+                    {
+                        "event": "file",
+                        "inode": inode,
+                        "ok": True,
+                        "size": entry.size,
+                        "held": self.cache.held_bytes(entry),
+                        "pinned": self.cache.pinned(entry),
+                    }
+                )
+        elif op == "evict":
+            for inode, entry in entries:
+                await self.cache.evict(entry)
+                await emit({"event": "file", "inode": inode, "ok": True})
+        elif not await self._warm(entries, request, emit, stream):
+            return
+        await emit({"event": "done"})
+
+    async def _warm(
+        self,
+        entries: list[tuple[int, RemoteEntry]],
+        request: dict[str, Any],
+        emit: Emit,
+        stream: trio.SocketStream,
+    ) -> bool:
+        """Warm (and pin) ``entries``, emitting progress; False if refused before starting."""
+        jobs = max(1, min(64, int(request.get("jobs") or 12)))
+        if request.get("pin"):
+            pinned = self.cache.pins()
+            new = [e for _, e in entries if not self.cache.pinned(e)]
+            total = sum(pinned.values()) + sum(e.size for e in new)
+            allowed = int(self.status.cache_size * PIN_SHARE)
+            if total > allowed:
+                await emit(
+                    {
+                        "event": "error",
+                        "message": f"pinning these {len(new)} files would pin {_size(total)}, "
+                        f"more than the {_size(allowed)} allowed (half of --cache-size); "
+                        "nothing was pinned or fetched",
+                    }
+                )
+                return False
+            await self.cache.pin([e for _, e in entries])
+        await emit(
+            {"event": "start", "files": len(entries), "bytes": sum(e.size for _, e in entries)}
+        )
+        send, receive = trio.open_memory_channel[dict[str, Any]](math.inf)
+        files = trio.CapacityLimiter(max(1, jobs // 4))  # files at once; pieces: jobs
+
+        async def warm_one(inode: int, entry: RemoteEntry) -> None:
+            async with files:
+
+                def progress(nbytes: int) -> None:
+                    send.send_nowait({"event": "progress", "inode": inode, "bytes": nbytes})
+
+                try:
+                    await self.cache.warm(entry, jobs=jobs, progress=progress)
+                except (RemoteError, trio.TooSlowError) as exc:
+                    send.send_nowait(
+                        {"event": "file", "inode": inode, "ok": False, "error": str(exc)}
+                    )
+                    return
+                send.send_nowait({"event": "file", "inode": inode, "ok": True})
+
+        async def warm_all() -> None:
+            async with send, trio.open_nursery() as inner:
+                for inode, entry in entries:
+                    inner.start_soon(warm_one, inode, entry)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(warm_all)
+            nursery.start_soon(_cancel_when_closed, stream, nursery.cancel_scope)
+            async with receive:
+                async for event in receive:
+                    await emit(event)
+            nursery.cancel_scope.cancel()
+        return True
+
+
+async def _cancel_when_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> None:
+    """The client sends nothing after its request: a read that returns means it is gone."""
+    with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+        await stream.receive_some(1)
+    scope.cancel()
+
+
+async def _read_line(stream: trio.SocketStream) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await stream.receive_some(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+        if len(data) > MAX_REQUEST:
+            raise ValueError("request too large")
+    return data
+
+
+def _trusted(sock: trio.socket.SocketType) -> bool:
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    _, uid, _ = struct.unpack("3i", creds)
+    if uid in (os.getuid(), 0):
+        return True
+    log.warning("control socket: refused a peer of uid %d", uid)
+    return False
+
+
+def _size(nbytes: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if nbytes < 1024 or unit == "TiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
+    return f"{nbytes} B"
+
+
+Emit = Callable[[dict[str, Any]], Awaitable[None]]

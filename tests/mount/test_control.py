@@ -1,0 +1,227 @@
+"""Issue 16: warm, pin, check and evict with progress; cache status per file; live status
+and Prometheus metrics. Real mounts of the demo dataset, each with its own emulator."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.mount.conftest import PROJECT, TOKEN, platform_mount
+from tests.support.emulator import Emulator, start_emulator
+from tests.support.expect import mount_files
+from tests.support.fuse import Mount
+
+BIG = "big/random-1GiB.bin"
+REMOTEFS = [sys.executable, "-m", "remotefs"]
+
+
+@contextmanager
+def emulated(demo_tree: Path, tmp_path: Path, *knobs: str) -> Iterator[Emulator]:
+    emu = start_emulator(
+        ["--data", str(demo_tree), "--project", PROJECT, *knobs], tmp_path / "emu.log", (TOKEN,)
+    )
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
+def remotefs(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*REMOTEFS, *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def cache_state(path: Path) -> str:
+    return os.getxattr(path, "user.remotefs.cache").decode()
+
+
+def files_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file())
+
+
+def storage_requests(emu: Emulator) -> int:
+    requests = emu.stats()["requests"]
+    return int(requests.get("sb.storage", 0) + requests.get("odm.download", 0))
+
+
+def test_warm_in_a_terminal_then_every_byte_is_cached(demo_tree: Path, tmp_path: Path) -> None:
+    with emulated(demo_tree, tmp_path, "--latency-ms", "40") as emu:  # noqa: SIM117
+        with platform_mount("sevenbridges", emu, tmp_path) as m:
+            folder = m.path / "vcf"
+            assert all(cache_state(f) == "none" for f in files_in(folder))
+            # A real terminal: script(1) gives the command a pty, so the bar is drawn.
+            done = subprocess.run(
+                ["script", "-qfec", " ".join([*REMOTEFS, "warm", "-r", str(folder)]), "/dev/null"],
+                capture_output=True, text=True, timeout=300,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout[-2000:]
+            files = files_in(folder)
+            assert f"{len(files)}/{len(files)} files" in done.stdout  # the bar's description
+            assert "B/s" in done.stdout and "100%" in done.stdout  # rate and progress
+            assert all(cache_state(f) == "full" for f in files)
+            assert cache_state(folder).startswith(f"full ({len(files)} of {len(files)} files full")
+            emu.reset()
+            expected = mount_files(demo_tree, "sevenbridges")
+            for f in files:
+                assert f.read_bytes() == expected[str(f.relative_to(m.path))].read()
+            assert storage_requests(emu) == 0  # every byte came from the cache
+
+
+def test_pins_survive_a_full_cache_and_a_remount_and_evict_empties(
+    demo_tree: Path, tmp_path: Path
+) -> None:
+    expected = mount_files(demo_tree, "sevenbridges")
+    with emulated(demo_tree, tmp_path) as emu:
+        cache = tmp_path / "cache"
+        with platform_mount("sevenbridges", emu, tmp_path, "--cache-size", "64M", cache=cache) as m:
+            done = remotefs("warm", "-r", "--pin", "--quiet", m.path / "bam")
+            assert done.returncode == 0, done.stderr
+            pinned = files_in(m.path / "bam")
+            assert all(cache_state(f) == "full pinned" for f in pinned)
+            with open(m.path / BIG, "rb") as f:  # fill the rest of the cache, three times over
+                for _ in range(200):
+                    f.read(1 << 20)
+            check = remotefs("warm", "-r", "--check", m.path / "bam")
+            assert check.stdout.count("full pinned") == len(pinned), check.stdout
+        with platform_mount("sevenbridges", emu, tmp_path, "--cache-size", "64M", cache=cache) as m:
+            emu.reset()
+            for f in pinned:  # from the disk tier, after a remount
+                assert f.read_bytes() == expected[str(f.relative_to(m.path))].read()
+            assert storage_requests(emu) == 0
+            done = remotefs("warm", "-r", "--evict", m.path / "bam")
+            assert done.returncode == 0, done.stderr
+            assert all(cache_state(f) == "none" for f in pinned)
+            assert "0 pinned" in cache_state(m.path / "bam")
+            emu.reset()
+            pinned[0].read_bytes()
+            assert storage_requests(emu) > 0  # gone from the cache indeed
+
+
+def test_pins_beyond_half_the_cache_are_refused_before_anything(
+    demo_tree: Path, tmp_path: Path
+) -> None:
+    with emulated(demo_tree, tmp_path) as emu:  # noqa: SIM117
+        with platform_mount("sevenbridges", emu, tmp_path, "--cache-size", "64M") as m:
+            emu.reset()
+            done = remotefs("warm", "--pin", m.path / BIG)
+            assert done.returncode == 2
+            assert "more than the 32.0 MiB allowed" in done.stderr and done.stderr.count("\n") == 1
+            assert storage_requests(emu) == 0 and cache_state(m.path / BIG) == "none"
+
+
+def test_ctrl_c_stops_a_warm_and_leaves_the_mount_healthy(demo_tree: Path, tmp_path: Path) -> None:
+    expected = mount_files(demo_tree, "sevenbridges")
+    with emulated(demo_tree, tmp_path, "--latency-ms", "40") as emu:  # noqa: SIM117
+        with platform_mount("sevenbridges", emu, tmp_path) as m:
+            big = m.path / BIG
+            warm = subprocess.Popen(
+                [*REMOTEFS, "warm", str(big)], stderr=subprocess.PIPE, text=True
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while cache_state(big) == "none":  # it has started fetching
+                    assert time.monotonic() < deadline and warm.poll() is None
+                    time.sleep(0.05)
+                warm.send_signal(signal.SIGINT)
+                _, err = warm.communicate(timeout=30)
+                assert warm.returncode == 130 and "what was fetched stays" in err
+            finally:
+                if warm.poll() is None:
+                    warm.kill()
+                    warm.communicate()
+            state = cache_state(big)
+            assert state.startswith("partial"), state  # stopped, and what it fetched stays
+            time.sleep(1)  # the scenario: nothing more arrives once the warm has stopped
+            assert cache_state(big) == state
+            assert m.proc.poll() is None
+            with big.open("rb") as f:
+                assert f.read(1 << 20) == expected[BIG].read(0, 1 << 20)
+
+
+def status_json(*args: object) -> dict[str, Any]:
+    done = remotefs("status", "--json", *args)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_status_and_prometheus_agree_with_the_emulator(demo_tree: Path, tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    with emulated(demo_tree, tmp_path) as emu:  # noqa: SIM117
+        with platform_mount(
+            "sevenbridges", emu, tmp_path, "--metrics-addr", f"127.0.0.1:{port}"
+        ) as m:
+            before = status_json(m.path)
+            emu.reset()
+            served = sum(len(f.read_bytes()) for f in files_in(m.path / "vcf"))
+            deadline = time.monotonic() + 30
+            while (after := status_json(m.path))["in_flight"]["fetches"]:  # prefetches land
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            stats = emu.stats()
+            scrape = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            families = {f.name: f for f in text_string_to_metric_families(scrape.read().decode())}
+
+    def delta(kind: str, field: str) -> int:
+        now = after["requests"].get(kind, {}).get(field, 0)
+        return int(now - before["requests"].get(kind, {}).get(field, 0))
+
+    routes = stats["requests"]
+    assert delta("listing", "requests") == routes.get("sb.files.list", 0)
+    assert delta("signed-url", "requests") == routes.get("sb.download_info", 0)
+    assert delta("storage", "requests") == routes["sb.storage"]
+    assert delta("storage", "bytes") == stats["bytes"]["sb.storage"]
+    assert after["bytes_fetched"] - before["bytes_fetched"] == stats["bytes"]["sb.storage"]
+    assert after["bytes_served"] - before["bytes_served"] == served
+    assert after["platform"] == "sevenbridges" and after["mountpoint"] == str(m.path)
+    assert after["rate_limit"]["limit"] == 1000 and after["rate_limit"]["remaining"] <= 1000
+    assert after["disk_cache"]["limit_bytes"] == 10 << 30
+    assert after["memory"]["rss_bytes"] > 0
+    storage = {
+        s.labels["kind"]: s.value
+        for s in families["remotefs_requests"].samples
+        if s.name == "remotefs_requests_total"
+    }
+    assert storage["storage"] == after["requests"]["storage"]["requests"]
+    assert "remotefs_bytes_served" in families and "remotefs_rate_limit_remaining" in families
+
+
+def test_bad_input_is_one_line(tmp_path: Path, mounted: Mount) -> None:
+    outside = remotefs("warm", tmp_path)
+    assert outside.returncode == 2 and "is not inside a remotefs mount" in outside.stderr
+    assert outside.stderr.count("\n") == 1
+    folder = next(p for p in mounted.path.iterdir() if p.is_dir())
+    not_recursive = remotefs("warm", folder)
+    assert not_recursive.returncode == 2 and "add --recursive" in not_recursive.stderr
+    unknown = remotefs("warm", "--frobnicate", mounted.path)
+    assert unknown.returncode == 2 and "unrecognized arguments: --frobnicate" in unknown.stderr
+    assert unknown.stderr.count("\n") == 1
+    status = remotefs("status", tmp_path)
+    assert status.returncode == 2 and "is not inside a remotefs mount" in status.stderr
+    both = remotefs("warm", "--check", "--evict", mounted.path)
+    assert both.returncode == 2 and both.stderr.count("\n") == 1
+    with pytest.raises(OSError) as info:
+        os.getxattr(folder, "user.remotefs.control")  # only the root names the socket
+    assert info.value.errno == errno.ENODATA
