@@ -97,3 +97,38 @@ def test_errors(emulator: Emulator) -> None:
         _files_api(emulator.url, token="wrong").get_files_metadata_as_user()
     with pytest.raises(BadRequestException):
         _files_api(emulator.url).get_files_metadata_as_user(page_limit=2001)
+
+
+FILTERS = {  # every operator a query folder can send, and the names it matches in tests/support
+    '"Data Class"=Document': {"small.txt"},
+    "sample_id!=S1 && sample_id=S*": {"small.txt"},  # != and a wildcard
+    "read_count>40": {"small.txt"},
+    "read_count<40": set(),
+    "NOT sample_id=S2 AND sample_id=S?": {"sample.bin"},  # NOT, AND, ?
+    '(sample_id=S1 || sample_id=S2) AND NOT "Data Class"=Document': {"sample.bin"},
+    "sample_id=S1 OR read_count>41": {"sample.bin", "small.txt"},
+}
+
+
+@pytest.mark.parametrize("expression", FILTERS)
+def test_every_filter_operator_through_the_official_client_and_the_mounts_parser(
+    emulator: Emulator, expression: str
+) -> None:
+    from remotefs.query import parse_genestack
+
+    parse_genestack(f"filter={expression}")  # the mount sends it: it must accept it
+    page = _files_api(emulator.url).get_files_metadata_as_user(filter=expression, page_limit=2000)
+    assert {item["genestack:name"] for item in page.data} == FILTERS[expression]
+
+
+@pytest.mark.parametrize("expression", ['"Data Class=Document', "(a=b", "a=", "a<b", "=b"])
+def test_what_the_emulator_refuses_the_mount_never_sends(
+    emulator: Emulator, expression: str
+) -> None:
+    from remotefs.errors import InvalidQuery
+    from remotefs.query import parse_genestack
+
+    with pytest.raises(InvalidQuery):
+        parse_genestack(f"filter={expression}")
+    with pytest.raises(BadRequestException):
+        _files_api(emulator.url).get_files_metadata_as_user(filter=expression)

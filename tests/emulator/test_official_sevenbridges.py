@@ -127,3 +127,25 @@ def test_storage_needs_no_token_and_forbids_tampering(emulator: Emulator, datase
     assert requests.get(url, timeout=10).status_code == 200
     tampered = url.replace("Expires=", "Expires=9")
     assert requests.get(tampered, timeout=10).status_code == 403
+
+
+def test_every_sb_filter_through_the_official_client(emulator: Emulator) -> None:
+    """What query folders send (metadata.*, tag twice = OR, name, origin.task, AND across
+    keys), as the official client encodes it, answers what the mount's parser describes."""
+    from remotefs.query import parse_sevenbridges
+
+    api = _api(emulator.url)
+    reads = next(f for f in api.files.query(project=PROJECT).all() if f.name == "reads")
+
+    def names(**query: object) -> set[str]:
+        return {f.name for f in api.files.query(parent=reads.id, limit=100, **query).all()}
+
+    assert names(metadata={"sample_id": "S1"}) == {"sample.bin"}
+    assert names(tags=["text", "reads"]) == {"sample.bin", "small.txt"}  # OR
+    assert names(metadata={"sample_id": "S1"}, tags=["text"]) == set()  # AND
+    assert names(names=["small.txt"]) == {"small.txt"}
+    assert names(origin={"task": "0d7ad4b9-no-such-task"}) == set()
+    sent = ("metadata.sample_id=S1", "tag=text&tag=reads", "name=small.txt",
+            "origin.task=0d7ad4b9-no-such-task", "metadata.sample_id=S1&tag=text")  # fmt: skip
+    for text in sent:
+        parse_sevenbridges(text)  # the mount accepts each
