@@ -73,6 +73,12 @@ class Secret:
         digest = hmac.new(purpose.encode(), self._value.encode(), hashlib.sha256)
         return digest.hexdigest()[:32]
 
+    def derive_key(self, purpose: str) -> bytes:
+        """A 256-bit key derived from the token for ``purpose`` (HMAC-SHA256 keyed by the
+        token, as HKDF-Expand does): what seals a user's values in a shared store, so that
+        only holders of the token can read them."""
+        return hmac.new(self._value.encode(), purpose.encode(), hashlib.sha256).digest()
+
     def __repr__(self) -> str:
         return "***"
 
