@@ -8,12 +8,14 @@ backend never knows about FUSE. All methods are trio-async and raise only
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 from remotefs.http.ratelimit import RateLimitState
 from remotefs.model import RemoteEntry
 from remotefs.query import Query
+
+T = TypeVar("T")
 
 
 class Memory(Protocol):
@@ -26,6 +28,26 @@ class Memory(Protocol):
 
     def remember_value(self, key: str, value: Any) -> None:
         """Keep ``value`` under ``key`` (queued; does not block)."""
+        ...
+
+
+class SharedValues(Protocol):
+    """Values one node computes for every mount of the same token in a cluster
+    (``--shared-state``, :class:`remotefs.shared.SharedState`): listings, signed URLs, sizes."""
+
+    async def fetch(
+        self,
+        kind: str,
+        name: str,
+        compute: Callable[[], Awaitable[T]],
+        *,
+        encode: Callable[[T], bytes],
+        decode: Callable[[bytes], T],
+        ttl: Callable[[T], float],
+    ) -> T:
+        """The stored value of ``kind``/``name`` (``decode``d; ``ValueError``: replaced), or
+        ``compute()``'s, computed by one node while the others wait, and kept ``ttl(value)``
+        seconds (0: not kept). Never fails for the store's sake: alone, it computes."""
         ...
 
 
@@ -56,6 +78,9 @@ class Backend(Protocol):
     memory: Memory | None
     """Where the backend keeps small values across mounts (ODM sizes); set by the mount
     once the endpoint's cache directory is open (``None``: nothing is kept)."""
+    shared: SharedValues | None
+    """The cluster's shared values (signed URLs, sizes), set by the mount with
+    ``--shared-state`` (``None``: each mount asks for its own)."""
     root_key: str
     """What names the root among this user's mounts of the endpoint (the SB project, or
     ``""``): a remount that cannot reach the platform starts from the root remembered
@@ -97,6 +122,11 @@ class Backend(Protocol):
 
     async def contents(self, entry: RemoteEntry) -> bytes | None:
         """That description, as JSON (one request); ``None`` when there is none."""
+        ...
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 256-bit key derived from the credentials and the endpoint for ``purpose``: what
+        seals this user's values in a cluster's shared store (never the token itself)."""
         ...
 
     def reachable_without_api(self, entry: RemoteEntry) -> bool:

@@ -16,7 +16,8 @@ of ``HEAD …/files/{accession}/download`` (A20). HEADs for a listing are issued
 were learned under: a re-listing issues no HEAD for a file whose ``genestack:file.last-update``
 (or ``genestack:dateCreated``) is unchanged, for the life of the backend, and across mounts
 when the mount gives the backend a ``memory`` (read for a whole listing at once, in a worker
-thread, before any HEAD is sent).
+thread, before any HEAD is sent), and across a cluster's nodes when it gives it ``shared``
+(``--shared-state``: one HEAD per file and update time for every node).
 
 Times: ``genestack:file.last-update`` or ``genestack:dateCreated`` when present and parseable
 (A19), else the HEAD's ``Last-Modified`` when a HEAD was made, else 0.
@@ -32,6 +33,7 @@ belongs to the caller; :meth:`aclose` only drops the caches.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,7 +44,7 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from remotefs.backends.base import Memory, read_length
+from remotefs.backends.base import Memory, SharedValues, read_length
 from remotefs.concurrency import SingleFlight, gather_limited
 from remotefs.credentials import Secret, as_secret
 from remotefs.errors import AccessDenied, NotFound, ProtocolError
@@ -61,6 +63,9 @@ PAGE_LIMIT = 2000
 """The API's maximum ``pageLimit`` (A27): fewest requests per listing."""
 PAGE_CONCURRENCY = 8
 """Listing pages fetched at once after the first."""
+SHARED_SIZE_SECONDS = 86400.0
+"""How long a size learned by HEAD stays in the cluster's store (``--shared-state``); its
+key names the metadata update time it was learned under, so a changed file is a new key."""
 HEAD_CONCURRENCY = 16
 """HEADs in flight at once while sizing a listing: fast without flooding the server."""
 
@@ -131,6 +136,7 @@ class GenestackBackend:
         self.user_key = self._token.fingerprint(f"remotefs user of {self._host}")
         self.root_key = ""
         self.memory: Memory | None = None
+        self.shared: SharedValues | None = None
         self.rate_limit: RateLimitState | None = None  # ODM documents none (spec 2.9)
 
     # --- requests -------------------------------------------------------------------------
@@ -253,6 +259,9 @@ class GenestackBackend:
         value = body.get("contents") if isinstance(body, dict) else None
         return None if value is None else compact_json(value)
 
+    def derive_key(self, purpose: str) -> bytes:
+        return self._token.derive_key(f"{purpose} of {self._host}")
+
     def reachable_without_api(self, entry: RemoteEntry) -> bool:
         return True  # a download is one request, with no budget of its own (spec 2.9)
 
@@ -318,6 +327,24 @@ class GenestackBackend:
             current = self._sizes.get(accession)
             if current is not None and current.stamp == stamp:
                 return current
+            if self.shared is None:
+                info = await ask()
+            else:  # one HEAD per file (and metadata update) for the whole cluster
+                info = await self.shared.fetch(
+                    "size",
+                    f"{accession}\n{stamp}",
+                    ask,
+                    encode=lambda info: json.dumps(info.as_json() if info else None).encode(),
+                    decode=partial(_shared_size, stamp),
+                    ttl=lambda info: SHARED_SIZE_SECONDS if info is not None else 0.0,
+                )
+            if info is not None:
+                self._sizes[accession] = info
+                if self.memory is not None:
+                    self.memory.remember_value(accession, info.as_json())
+            return info
+
+        async def ask() -> _Sized | None:
             try:
                 response = await send(
                     self._client,
@@ -333,18 +360,23 @@ class GenestackBackend:
             length = response.headers.get("content-length", "")
             if not length.strip().isdigit():
                 raise ProtocolError(f"HEAD of file {accession}: no Content-Length (A20)")
-            info = _Sized(
+            return _Sized(
                 int(length), parse_http_date_ns(response.headers.get("last-modified")), stamp
             )
-            self._sizes[accession] = info
-            if self.memory is not None:
-                self.memory.remember_value(accession, info.as_json())
-            return info
 
         return await self._head_flights.run(accession, head)
 
 
 # --- pure helpers ---------------------------------------------------------------------------
+
+
+def _shared_size(stamp: str | None, value: bytes) -> _Sized:
+    """A size from the cluster's store; ``ValueError`` unless it is one, learned under
+    ``stamp``."""
+    sized = _Sized.from_json(json.loads(value))
+    if sized is None or sized.stamp != stamp:
+        raise ValueError("not a size")
+    return sized
 
 
 def _page(body: Any, path: str) -> tuple[list[dict[str, Any]], int]:

@@ -23,8 +23,14 @@ Reading (spec 1.8): ``GET /files/{id}/download_info`` gives a signed storage URL
   retry. Any other 403 (revoked access: ``Access Denied``) is ``AccessDenied`` at once, never
   an endless refresh loop.
 
+- In a cluster (``shared``, ``--shared-state``): the signed URL once per file per URL
+  lifetime for every node (kept in the store until ``URL_REFRESH_MARGIN`` before it expires;
+  one that storage refused, or that has no expiry, is never shared), and the mount's check
+  (``SHARED_CHECK_SECONDS``).
+
 Every API request spends the token's budget: :class:`RateLimitState` tracks it from the
-``X-RateLimit-*`` headers so that requests wait for the window to reset rather than fail.
+``X-RateLimit-*`` headers so that requests wait for the window to reset rather than fail
+(and asks the cluster's shared budget first, when there is one).
 The client belongs to the caller; :meth:`aclose` only drops the caches.
 """
 
@@ -43,7 +49,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
 
-from remotefs.backends.base import Memory, read_length
+from remotefs.backends.base import Memory, SharedValues, read_length
 from remotefs.concurrency import SingleFlight, gather_limited
 from remotefs.credentials import Secret, as_secret
 from remotefs.errors import AccessDenied, InvalidQuery, NotFound, ProtocolError
@@ -62,6 +68,9 @@ PAGE_LIMIT = 100
 """The API's maximum ``limit`` (A4): fewest requests per listing."""
 PAGE_CONCURRENCY = 8
 """Listing pages fetched at once after the first: fast, without bursting the budget."""
+SHARED_CHECK_SECONDS = 60.0
+"""How long another node's check of the same token and project stands for this node's
+(``--shared-state``): a cluster starting at once checks once, not once per node."""
 URL_REFRESH_MARGIN = 60.0
 """Seconds of validity a cached signed URL must still have to be reused (A5): a read that
 starts with less may outlive it (reads retry for up to the 30 s operation deadline)."""
@@ -117,6 +126,7 @@ class SevenBridgesBackend:
         self.user_key = self._token.fingerprint(f"remotefs user of {self._api}")
         self.root_key = project or ""
         self.memory: Memory | None = None  # nothing of SB's is kept but its listings
+        self.shared: SharedValues | None = None
         self.rate_limit: RateLimitState | None = self._rate
 
     # --- requests -------------------------------------------------------------------------
@@ -209,6 +219,22 @@ class SevenBridgesBackend:
     # --- Backend protocol -----------------------------------------------------------------
 
     async def check(self) -> None:
+        if self.shared is None:
+            self._project_record = await self._verify()
+            return
+        # The same token's check by another node of the cluster, moments ago, is as good
+        # as ours (the value is sealed with a key only holders of the token have).
+        self._project_record = await self.shared.fetch(
+            "check",
+            self._project or "",
+            self._verify,
+            encode=_encode_json,
+            decode=partial(_project_record, self._project),
+            ttl=lambda _: SHARED_CHECK_SECONDS,
+        )
+
+    async def _verify(self) -> dict[str, Any]:
+        """The token works (``GET /user``), and the project's record (``{}`` without one)."""
         try:
             await self._get("/user", None, "check")
         except AccessDenied as exc:
@@ -220,7 +246,7 @@ class SevenBridgesBackend:
                 "it ends in /v2, e.g. https://cavatica-api.sbgenomics.com/v2"
             ) from None
         if self._project is None:
-            return
+            return {}
         owner, name = self._project.split("/")
         try:
             record, _ = await self._get_json(
@@ -232,12 +258,12 @@ class SevenBridgesBackend:
             raise AccessDenied(f"no access to project {self._project}") from None
         if not isinstance(record, dict) or not isinstance(record.get("root_folder"), str):
             raise ProtocolError(f"project {self._project}: the answer has no root_folder")
-        self._project_record = record
+        return record
 
     def root(self) -> RemoteEntry:
         if self._project is None:
             return RemoteEntry(id=ROOT_ID, name="", is_dir=True)
-        if self._project_record is None:
+        if not self._project_record:
             raise RuntimeError("SevenBridgesBackend.check() must run before root()")
         return _project_entry(self._project_record)
 
@@ -328,6 +354,9 @@ class SevenBridgesBackend:
             signed = await self._signed_url(entry.id, stale=signed.url)
             refreshed = True
 
+    def derive_key(self, purpose: str) -> bytes:
+        return self._token.derive_key(f"{purpose} of {self._api}")
+
     def reachable_without_api(self, entry: RemoteEntry) -> bool:
         cached = self._urls.get(entry.id)
         return cached is not None and cached.usable(time.time())
@@ -351,20 +380,68 @@ class SevenBridgesBackend:
             current = self._urls.get(file_id)
             if current is not None and current.url != stale and current.usable(time.time()):
                 return current
-            body, _ = await self._get_json(
-                f"/files/{quote(file_id, safe='')}/download_info", None, "signed-url"
-            )
-            url = body.get("url") if isinstance(body, dict) else None
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ProtocolError(f"file {file_id}: download_info has no usable url")
-            signed = SignedUrl(url, url_expiry(url))
+            if self.shared is None:
+                signed = await self._download_info(file_id)
+            else:  # one download_info per file per URL lifetime, for the whole cluster
+                signed = await self.shared.fetch(
+                    "url",
+                    file_id,
+                    partial(self._download_info, file_id),
+                    encode=lambda signed: signed.url.encode(),
+                    decode=partial(_shared_url, stale),
+                    ttl=_shared_url_seconds,
+                )
             self._urls[file_id] = signed
             return signed
 
         return await self._url_flights.run(file_id, fetch)
 
+    async def _download_info(self, file_id: str) -> SignedUrl:
+        body, _ = await self._get_json(
+            f"/files/{quote(file_id, safe='')}/download_info", None, "signed-url"
+        )
+        url = body.get("url") if isinstance(body, dict) else None
+        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+            raise ProtocolError(f"file {file_id}: download_info has no usable url")
+        return SignedUrl(url, url_expiry(url))
+
 
 # --- pure helpers ---------------------------------------------------------------------------
+
+
+def _shared_url_seconds(signed: SignedUrl) -> float:
+    """How long a signed URL may live in the cluster's store: until shortly before it is no
+    longer worth handing out (never, when it does not say when it expires)."""
+    if signed.expires is None:
+        return 0.0
+    return signed.expires - URL_REFRESH_MARGIN - time.time()
+
+
+def _shared_url(stale: str | None, value: bytes) -> SignedUrl:
+    """A signed URL from the cluster's store; ``ValueError`` if it is not one worth using
+    (malformed, the one storage just refused, or too close to its expiry)."""
+    url = value.decode()
+    if not url.startswith(("http://", "https://")) or url == stale:
+        raise ValueError("not a usable signed URL")
+    signed = SignedUrl(url, url_expiry(url))
+    if signed.expires is None or not signed.usable(time.time()):
+        raise ValueError("not a usable signed URL")
+    return signed
+
+
+def _encode_json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _project_record(project: str | None, value: bytes) -> dict[str, Any]:
+    """A shared check's outcome: the project's record (``{}`` without a project);
+    ``ValueError`` for anything else."""
+    record = json.loads(value)
+    if not isinstance(record, dict):
+        raise ValueError("not a record")
+    if project is not None and not isinstance(record.get("root_folder"), str):
+        raise ValueError("not a project record")
+    return record
 
 
 def url_expiry(url: str) -> float | None:

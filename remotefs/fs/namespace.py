@@ -22,6 +22,9 @@
   the record store; a folder's first use in a mount recalls it from there (one worker-thread
   read), with its real age, so a remount within ``ttl`` costs no listing request, and a
   remount while the platform is unreachable serves what the last mount listed.
+- **Shared by a cluster** (``shared``, ``--shared-state``): a listing is fetched by one
+  node of the cluster and stored (sealed) for what remains of its ``ttl``; the other nodes
+  install it with its real age, so that every node's copy expires at once.
 - **A folder that just failed to list** for lack of time (with no listing to serve) fails
   again at once for a moment (:class:`~remotefs.concurrency.RecentFailures`): the kernel
   queues concurrent lookups of one name behind the one it sent, and each would otherwise
@@ -36,15 +39,17 @@ Invariant between awaits: ``_listings[inode]`` is replaced whole, never mutated,
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 from dataclasses import dataclass
 from functools import partial
 
 import trio
 
-from remotefs.backends.base import Backend
-from remotefs.cache.records import RecordStore
+from remotefs.backends.base import Backend, SharedValues
+from remotefs.cache.records import RecordStore, decode_entry, encode_entry
 from remotefs.concurrency import RecentFailures, SingleFlight, before_the_deadline
 from remotefs.errors import (
     AccessDenied,
@@ -101,11 +106,13 @@ class Namespace:
         ttl: float,
         timeout: float,
         records: RecordStore | None = None,
+        shared: SharedValues | None = None,
     ) -> None:
         self.backend = backend
         self.ttl = ttl
         self.timeout = timeout
         self._records = records
+        self._shared = shared
         self._nodes: dict[int, Node] = {ROOT_INODE: Node(ROOT_INODE, root)}
         self._inode_by_id: dict[str, int] = {root.id: ROOT_INODE}
         self._next_inode = ROOT_INODE + 1
@@ -254,8 +261,20 @@ class Namespace:
             raise NotADirectory(f"{node.entry.name} is not a directory")
         if node.entry.id.startswith(QUERY_ROOT_PREFIX):  # .query/ lists nothing, asks nothing
             return self._install(inode, [], trio.current_time())
-        entries = await self.backend.list_dir(node.entry)
-        listing = self._install(inode, entries, trio.current_time())
+        if self._shared is None:
+            entries = await self.backend.list_dir(node.entry)
+            age = 0.0
+        else:  # one node of the cluster lists it; the others install its listing
+            listed_at, entries = await self._shared.fetch(
+                "listing",
+                node.entry.id,
+                partial(self._list_now, node.entry),
+                encode=_encode_listing,
+                decode=_decode_listing,
+                ttl=lambda listed: self.ttl - (time.time() - listed[0]),
+            )
+            age = max(0.0, time.time() - listed_at)
+        listing = self._install(inode, entries, trio.current_time() - age)
         if self._records is not None:
             self._records.remember_listing(node.entry.id, entries)
         if inode in self._failing:
@@ -263,6 +282,9 @@ class Namespace:
             log.info("folder %r (%s): listing refreshed", node.entry.name, node.entry.id)
         log.debug("listed %s: %d entries", node.entry.id, len(entries))
         return listing
+
+    async def _list_now(self, entry: RemoteEntry) -> tuple[float, list[RemoteEntry]]:
+        return time.time(), await self.backend.list_dir(entry)
 
     def _install(self, inode: int, entries: list[RemoteEntry], fetched_at: float) -> Listing:
         reserved = _QUERY_NAMES if self.backend.queryable(self.node(inode).entry) else frozenset()
@@ -312,3 +334,17 @@ class Namespace:
         if inode is None:
             raise NotFound(name.decode("utf-8", "backslashreplace"))
         return self._nodes[inode]
+
+
+def _encode_listing(listed: tuple[float, list[RemoteEntry]]) -> bytes:
+    """A listing for the cluster's store: when it was listed (Unix seconds), its entries."""
+    listed_at, entries = listed
+    return json.dumps([listed_at, [encode_entry(e) for e in entries]]).encode()
+
+
+def _decode_listing(value: bytes) -> tuple[float, list[RemoteEntry]]:
+    """The inverse of :func:`_encode_listing`; ``ValueError`` for anything else."""
+    listed_at, items = json.loads(value)
+    if not isinstance(listed_at, int | float) or not isinstance(items, list):
+        raise ValueError("not a listing")
+    return float(listed_at), [decode_entry(item) for item in items]

@@ -50,7 +50,7 @@ from remotefs.errors import (
     redact_url,
 )
 from remotefs.http.ranges import declared_length
-from remotefs.http.ratelimit import RateLimitState
+from remotefs.http.ratelimit import DEFAULT_LIMIT, RateLimitState
 from remotefs.http.retry import (
     DEFAULT_POLICY,
     IDEMPOTENT_METHODS,
@@ -238,7 +238,14 @@ def _log_exchange(
 
 
 async def _wait_for_budget(state: RateLimitState, deadline: float, shown: str) -> None:
-    while (wait := state.delay()) > 0:
+    while True:
+        wait = None
+        if state.shared is not None:  # the cluster's budget first
+            wait = await state.shared.take(state.limit or DEFAULT_LIMIT)
+        if wait is None:  # alone: this node's own view (and its share)
+            wait = state.delay()
+        if wait <= 0:
+            break
         if trio.current_time() + wait > deadline:
             raise DeadlineExceeded(
                 f"{shown}: the request budget is spent until the rate-limit window resets in "

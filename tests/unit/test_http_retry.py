@@ -179,6 +179,49 @@ def test_rate_limit_state_accounts_for_requests_in_flight() -> None:
     assert (state.remaining, state.reset) == (5, 1005)  # an older window is ignored
 
 
+class Cluster:
+    """A shared budget that cannot answer: the node is one of ``share`` members."""
+
+    def __init__(self, share: int) -> None:
+        self.share = share
+
+    async def take(self, limit: int) -> float | None:
+        return None
+
+    def observe(self, limit: int | None, remaining: int, reset: float) -> None:
+        pass
+
+
+def test_alone_in_a_cluster_a_node_keeps_to_its_share_of_what_was_left() -> None:
+    now = [1000.0]
+    cluster = Cluster(share=3)
+    state = RateLimitState(clock=lambda: now[0], shared=cluster)
+    headers = {
+        "x-ratelimit-limit": "100",
+        "x-ratelimit-remaining": "30",
+        "x-ratelimit-reset": "1020",
+    }
+    state.observe(httpx.Headers(headers))
+    sent = 0
+    while state.delay() == 0:
+        state.spend()
+        sent += 1
+    assert sent == 10, "a third of the 30 left, not a third of the 100"
+    # a new window (its first answer says so): a third of what it has left
+    now[0] = 1021.0
+    assert state.delay() == 0
+    state.observe(
+        httpx.Headers({**headers, "x-ratelimit-remaining": "90", "x-ratelimit-reset": "1050"})
+    )
+    sent = 0
+    while state.delay() == 0:
+        state.spend()
+        sent += 1
+    assert sent == 30
+    cluster.share = 1  # back in the cluster (or alone for good): the whole of what is left
+    assert state.delay() == 0
+
+
 async def test_404_is_not_retried(autojump_clock) -> None:
     handler = Recorder(reply(404, json={"message": "Requested file does not exist."}))
     with pytest.raises(NotFound, match="Requested file does not exist"):
