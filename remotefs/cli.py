@@ -232,6 +232,21 @@ def _mount_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
         type=_metrics_address,
         help="serve Prometheus metrics there (no authentication: use 127.0.0.1)",
     )
+    p.add_argument(
+        "--shared-state",
+        metavar="URL",
+        help="redis://HOST[:PORT][/DB] or rediss://…: share the API budget, listings and "
+        "signed URLs with every mount of the same token (see README, Many machines)",
+    )
+    p.add_argument(
+        "--shared-state-ca", type=Path, metavar="FILE", help="CA bundle for a rediss:// store"
+    )
+    p.add_argument(
+        "--shared-state-password-file",
+        type=Path,
+        metavar="FILE",
+        help="the store's password (first line); else the URL's, else $REMOTEFS_REDIS_PASSWORD",
+    )
     p.add_argument("--allow-other", action="store_true", help="let other users read the mount")
     p.add_argument("--foreground", action="store_true", help="stay in the foreground")
     p.add_argument("--debug", action="store_true", help="log at DEBUG level")
@@ -285,7 +300,7 @@ def setup_logging(debug: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     # httpx logs every request line at INFO, signed URLs included: keep it quiet.
-    for noisy in ("httpx", "httpcore", "hpack"):
+    for noisy in ("httpx", "httpcore", "hpack", "coredis"):  # coredis: a line per retry
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -307,6 +322,9 @@ def _mount_config(args: argparse.Namespace) -> MountConfig:
         metrics_addr=args.metrics_addr,
         filters=tuple(args.filter),
         query=args.query,
+        shared_state=args.shared_state,
+        shared_state_ca=args.shared_state_ca,
+        shared_state_password_file=args.shared_state_password_file,
     )
 
 
@@ -320,9 +338,16 @@ def _run_mount(args: argparse.Namespace) -> int:
     from remotefs.credentials import CredentialsError
     from remotefs.mount import MountError, serve
     from remotefs.ready import READY_FD_ENV
+    from remotefs.redis_url import PASSWORD_ENV, has_password
 
     setup_logging(args.debug)
     ready_fd = int(os.environ.pop(READY_FD_ENV, "-1"))
+    if args.shared_state is not None and has_password(args.shared_state):
+        logging.getLogger("remotefs").warning(
+            "--shared-state: a password in the URL of a foreground mount is on its command "
+            "line, which ps shows to every user; prefer --shared-state-password-file or $%s",
+            PASSWORD_ENV,
+        )
 
     def report(line: str) -> None:
         nonlocal ready_fd
@@ -368,12 +393,12 @@ def _daemonize(args: argparse.Namespace) -> int:
 
     cache_dir = (args.cache_dir or default_cache_root()).absolute()
     cache_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    argv: list[str] = args.argv
+    argv, env = _password_to_environment(args.argv, args.shared_state)
     with open(cache_dir / "mount.log", "ab") as log_file:
         try:
             proc, text = spawn_mount(
                 argv,
-                env=os.environ,
+                env=env,
                 timeout=DAEMON_START_TIMEOUT,
                 log=log_file,
                 start_new_session=True,
@@ -388,6 +413,27 @@ def _daemonize(args: argparse.Namespace) -> int:
         text.removeprefix("error: ")
         or f"the mount process exited ({proc.returncode}); see {cache_dir / 'mount.log'}"
     )
+
+
+def _password_to_environment(argv: list[str], url: str | None) -> tuple[list[str], dict[str, str]]:
+    """The daemon's command line and environment: a password in ``--shared-state``'s URL
+    moves to the environment (``ps`` shows a command line to every user)."""
+    from remotefs.redis_url import PASSWORD_ENV, without_password
+
+    env = dict(os.environ)
+    if url is None:
+        return argv, env
+    try:
+        bare, password = without_password(url)
+    except ValueError:  # the mount says what is wrong with it
+        return argv, env
+    if password is None:
+        return argv, env
+    env[PASSWORD_ENV] = password
+    return [
+        bare if arg == url else f"--shared-state={bare}" if arg == f"--shared-state={url}" else arg
+        for arg in argv
+    ], env
 
 
 def _run_umount(args: argparse.Namespace) -> int:

@@ -242,6 +242,16 @@ def render(s: dict[str, Any]) -> str:
     if rate is not None:
         reset = f", resets in {rate['reset_in_s']:.0f} s" if rate["reset_in_s"] is not None else ""
         lines.append(f"  API budget   {rate['remaining']} of {rate['limit']} left{reset}")
+    shared = s.get("shared_state")
+    if shared is not None:
+        budget = shared["budget_remaining"]
+        lines.append(
+            f"  shared state {shared['url']}: "
+            + (f"joined, {shared['members']} mounts" if shared["up"] else "not answering, alone")
+            + (f", cluster budget {budget} left" if budget is not None and shared["up"] else "")
+            + f"; shared {shared['hits']} hits, {shared['misses']} fetched here, "
+            f"{shared['waits']} waits"
+        )
     error = s["last_error"]
     lines.append(
         f"  last error   {error['message']} ({time.time() - error['at']:.0f} s ago)"

@@ -30,8 +30,8 @@ from __future__ import annotations
 import copy
 import enum
 import math
-from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Generic, TypeVar, cast
 
 import trio
@@ -265,3 +265,22 @@ async def gather_limited(thunks: Sequence[Callable[[], Awaitable[T]]], limit: in
     if failure is not None:
         raise failure
     return results
+
+
+@asynccontextmanager
+async def running(service: Callable[..., Awaitable[Any]]) -> AsyncIterator[None]:
+    """Run ``service`` (started with ``nursery.start``: it calls ``task_status.started()``)
+    for as long as the block runs; it is cancelled when the block ends. An exception the
+    block raises leaves as itself, not inside the nursery's exception group: a caller's
+    ``except SomeError`` goes on working when a service is added around it."""
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(service)
+            try:
+                yield
+            finally:
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise

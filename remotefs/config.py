@@ -70,3 +70,10 @@ class MountConfig:
     sniffers: tuple[str, ...] = DEFAULT_SNIFFERS
     """Programs (globs) whose reads get exact ranges and ``sniffer_bytes`` per file."""
     sniffer_bytes: int = SNIFFER_BYTES
+    shared_state: str | None = field(default=None, repr=False)
+    """``--shared-state redis[s]://…``: the cluster's store (``remotefs.shared``); may hold a
+    password, hence never in a repr."""
+    shared_state_ca: Path | None = None
+    """CA bundle for a ``rediss://`` store (default: the system's)."""
+    shared_state_password_file: Path | None = None
+    """A file whose first line is the store's password."""

@@ -84,6 +84,8 @@ class Status:
     cache: BlockCache
     cache_size: int
     rate_limit: RateLimitState | None
+    shared: Callable[[], dict[str, Any]] | None = None
+    """The cluster's shared state, described (``SharedState.snapshot``), with ``--shared-state``."""
     metrics: Metrics = field(default_factory=lambda: METRICS)
 
     def snapshot(self) -> dict[str, Any]:
@@ -130,6 +132,7 @@ class Status:
             "memory": {"rss_bytes": _rss(), "cache_bytes": self.cache.memory_in_use},
             "in_flight": {"fetches": fetches, "bytes": fetching},
             "rate_limit": rate,
+            "shared_state": self.shared() if self.shared is not None else None,
             "errors_answered": m.errors_answered,
             "last_error": {"message": m.last_error, "at": m.last_error_at}
             if m.last_error

@@ -17,12 +17,14 @@ the caller's PATH); both come here. The source names the platform and its
 target: ``sevenbridges:OWNER/PROJECT`` (one project as the root), ``sevenbridges:`` (every
 project), ``genestack:URL`` (the ODM host). Options are ``remotefs mount``'s, with ``_``
 for ``-``: ``profile``, ``api_url``, ``token_file``, ``cache_dir``, ``cache_size``, ``ttl``,
-``timeout``, ``allow_other``, ``debug``. Options meant for ``mount`` or systemd (``defaults``,
-``_netdev``, ``nofail``, ``noauto``, ``x-*``, ``ro``, ``noatime``, …) are ignored (``rw``
-too, which ``mount`` adds by itself: the mount is read-only whatever the line says). Anything
-else is a one-line error and nothing is mounted (``-s``, sloppy, ignores unknown options);
-so is a token in the options: fstab and ``/proc/mounts`` are world-readable, so credentials
-come from the profile (``~/.sevenbridges/credentials``) or a token file.
+``timeout``, ``allow_other``, ``debug``, ``shared_state`` (its password in
+``shared_state_password_file``, never in the URL), …. Options meant for ``mount`` or
+systemd (``defaults``, ``_netdev``, ``nofail``, ``noauto``, ``x-*``, ``ro``, ``noatime``, …)
+are ignored (``rw`` too, which ``mount`` adds by itself: the mount is read-only whatever
+the line says). Anything else is a one-line error and nothing is mounted (``-s``, sloppy,
+ignores unknown options); so is a token in the options: fstab and ``/proc/mounts`` are
+world-readable, so credentials come from the profile (``~/.sevenbridges/credentials``) or a
+token file.
 
 The helper returns once the mount is ready (the mount runs on in the background, as
 ``remotefs mount`` does), with ``mount``'s exit statuses: 0, 1 for a usage error, 32 for a
@@ -35,6 +37,7 @@ import sys
 from collections.abc import Callable
 
 from remotefs.config import PLATFORMS
+from remotefs.redis_url import has_password
 
 EXIT_USAGE = 1
 EXIT_MOUNT_FAILED = 32
@@ -50,6 +53,9 @@ VALUED = {
     "filter": "--filter",
     "query": "--query",
     "sniffer_bytes": "--sniffer-bytes",
+    "shared_state": "--shared-state",
+    "shared_state_ca": "--shared-state-ca",
+    "shared_state_password_file": "--shared-state-password-file",
 }
 """fstab option → ``remotefs mount`` option taking its value."""
 FLAGS = {
@@ -103,6 +109,11 @@ def mount_arguments(
             raise FstabError(
                 f"option {name}: tokens never go in mount options (fstab and /proc/mounts "
                 "are readable by every user); use profile= or token_file="
+            )
+        if name == "shared_state" and has_password(value):
+            raise FstabError(
+                "option shared_state: a password never goes in mount options (fstab is "
+                "readable by every user); use shared_state_password_file="
             )
         if name in VALUED and equals:
             args += [VALUED[name], value]

@@ -29,6 +29,7 @@ systemd restarts the unit.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -40,6 +41,7 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pyfuse3
 import trio
@@ -50,6 +52,7 @@ from remotefs.cache.blockcache import BlockCache
 from remotefs.cache.reader import Reader, SnifferLimit
 from remotefs.cache.records import RECORD_ERRORS, RecordStore
 from remotefs.cache.store import CacheDirError
+from remotefs.concurrency import running
 from remotefs.config import MountConfig
 from remotefs.control import ControlServer, Status, socket_path
 from remotefs.errors import AccessDenied, InvalidQuery, NotFound, RemoteError, Transient
@@ -63,7 +66,11 @@ from remotefs.model import RemoteEntry
 from remotefs.mounts import attached, mount_at
 from remotefs.prometheus import serve_metrics
 from remotefs.query import from_options
+from remotefs.redis_url import SharedStateError
 from remotefs.systemd import notify
+
+if TYPE_CHECKING:  # the cluster's libraries are an extra: imported only when asked for
+    from remotefs.shared import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +137,9 @@ def fuse_options(config: MountConfig) -> set[str]:
 async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None) -> None:
     bound_malloc()
     check_mountpoint(config.mountpoint)
-    async with make_client() as client:
+    async with make_client() as client, contextlib.AsyncExitStack() as services:
         backend = open_backend(config, client)
+        shared = open_shared_state(config, backend)
         namespace = f"{backend.xattr_namespace}@{backend.cache_scope}"
         directory = cache_directory(config.cache_dir, namespace)
         fresh = not directory.exists()
@@ -149,10 +157,18 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
         backend.memory = records
         mounted = False
         try:
+            if shared is not None:
+                await _join(shared, backend)
+                await services.enter_async_context(running(shared.run))
             root, reachable = await _root(backend, config, records)
             root = _filtered(backend, config, root)
             names = Namespace(
-                backend, root, ttl=config.ttl, timeout=config.deadline, records=records
+                backend,
+                root,
+                ttl=config.ttl,
+                timeout=config.deadline,
+                records=records,
+                shared=shared,
             )
             sniffers = SnifferLimit(config.sniffer_bytes, backend.reachable_without_api)
             control = socket_path(directory)
@@ -163,6 +179,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
                 cache,
                 config.cache_size,
                 backend.rate_limit,
+                shared.snapshot if shared is not None else None,
             )
             ops = Operations(
                 names,
@@ -203,6 +220,57 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             await backend.aclose()
             if fresh and not mounted:  # a failed first mount leaves no cache directory
                 shutil.rmtree(directory, ignore_errors=True)
+
+
+def open_shared_state(config: MountConfig, backend: Backend) -> SharedState | None:
+    """The cluster's store ``--shared-state`` names (``None`` without it); a one-line
+    ``MountError`` for a malformed URL, an unreadable password file, or the cluster's
+    libraries not installed."""
+    if config.shared_state is None:
+        return None
+    try:
+        from remotefs.shared import SharedState
+    except ImportError as exc:
+        raise MountError(
+            f"--shared-state needs remotefs's cluster extra ({exc.name} is missing): "
+            "pip install 'remotefs[cluster]'"
+        ) from None
+    password = None
+    if config.shared_state_password_file is not None:
+        try:
+            text = config.shared_state_password_file.read_text()
+        except OSError as exc:
+            raise MountError(
+                f"--shared-state-password-file {config.shared_state_password_file}: {exc.strerror}"
+            ) from None
+        password = text.splitlines()[0].strip() if text.strip() else None
+    try:
+        return SharedState(
+            config.shared_state,
+            endpoint=backend.cache_scope,
+            derive_key=backend.derive_key,
+            password=password,
+            ca_file=config.shared_state_ca,
+        )
+    except (SharedStateError, OSError) as exc:  # OSError: an unreadable CA file
+        raise MountError(str(exc)) from None
+
+
+async def _join(shared: SharedState, backend: Backend) -> None:
+    """Check the store (a refusal is a one-line ``MountError``; a store that is down is not)
+    and give the backend what the cluster shares."""
+    try:
+        await shared.check()
+    except SharedStateError as exc:
+        raise MountError(str(exc)) from None
+    backend.shared = shared
+    if backend.rate_limit is not None:
+        backend.rate_limit.shared = shared
+    log.info(
+        "shared state at %s: %s",
+        shared.url,
+        "joined the cluster" if shared.up else "not answering; this mount starts alone",
+    )
 
 
 def _serve_metrics(config: MountConfig, status: Status) -> Callable[[], None]:

@@ -63,6 +63,21 @@ class StatusCollector(Collector):
         yield gauge("memory_rss_bytes", "Resident memory of the mount", s["memory"]["rss_bytes"])
         yield gauge("in_flight_fetches", "Byte ranges being fetched", s["in_flight"]["fetches"])
         yield gauge("in_flight_bytes", "Bytes being fetched", s["in_flight"]["bytes"])
+        shared = s.get("shared_state")
+        if shared is not None:
+            yield gauge("shared_state_up", "1 while the cluster's store answers", int(shared["up"]))
+            yield gauge(
+                "shared_state_members", "Mounts of the cluster, as last counted", shared["members"]
+            )
+            for key, doc in (
+                ("hits", "Values served from the cluster's store"),
+                ("misses", "Values this mount fetched for the cluster"),
+                ("waits", "Waits for another mount's fetch"),
+                ("rejected", "Values in the store that failed their check"),
+                ("errors", "Calls to the store that failed"),
+                ("rejoins", "Times this mount rejoined the store"),
+            ):
+                yield counter(f"shared_state_{key}", doc, shared[key])
         rate = s["rate_limit"]
         if rate is not None:
             yield gauge("rate_limit_remaining", "Requests left in the window", rate["remaining"])

@@ -52,12 +52,26 @@ def test_the_issues_example_and_the_genestack_one() -> None:
         ("sevenbridges:a/b", "bogus", "unknown option 'bogus'"),
         ("sevenbridges:a/b", "token=s3cret", "tokens never go in mount options"),
         ("sevenbridges:a/b", "allow_other=1", "unknown option 'allow_other=1'"),
+        ("sevenbridges:a/b", "shared_state=redis://:s3cret@h/0", "password never goes"),
     ],
 )
 def test_mistakes_are_one_line_errors(source: str, options: str, message: str) -> None:
     with pytest.raises(FstabError, match=message) as info:
         mount_arguments(source, "/m", options)
     assert "\n" not in str(info.value) and "s3cret" not in str(info.value)
+
+
+def test_shared_state_options() -> None:
+    options = "shared_state=rediss://node@redis.lab:6380/2,shared_state_ca=/etc/ca.pem,"
+    options += "shared_state_password_file=/etc/remotefs/redis.pass"
+    assert mount_arguments("sevenbridges:a/b", "/m", options)[-6:] == [
+        "--shared-state",
+        "rediss://node@redis.lab:6380/2",
+        "--shared-state-ca",
+        "/etc/ca.pem",
+        "--shared-state-password-file",
+        "/etc/remotefs/redis.pass",
+    ]
 
 
 def test_sloppy_ignores_unknown_options() -> None:
