@@ -40,6 +40,7 @@ import logging
 import os
 import ssl
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -68,7 +69,10 @@ LEASE_SECONDS = 3.0
 """A lease's life: its holder renews it every third of it while it computes, so a slow
 answer keeps it, and a holder that died delays the others by at most this long."""
 _LEASE_MS = int(LEASE_SECONDS * 1000)
-POLL_SECONDS = 0.05
+POLL_SECONDS = (0.005, 0.05)
+"""A waiter looks for the value after the first, then twice as long each time up to the
+second: an answer that takes milliseconds is seen in milliseconds, and a thousand waiters
+of a slow one cost the store at most 20 calls a second each."""
 THREAD_BYTES = 256 << 10
 """Values larger than this are sealed, opened and (de)serialised in a worker thread: a
 2,000-file listing must not stall the FUSE loop."""
@@ -82,7 +86,13 @@ requests per this many seconds: eight nodes starting at once must not each spend
 budget nobody has seen."""
 WINDOW_CAP_SECONDS = 900.0
 """A shared window said to end further ahead than this is garbage (SB's is 5 minutes)."""
-_FORMAT = b"\x01"
+_PLAIN, _ZLIB = b"\x01", b"\x02"
+"""A sealed value's first byte (authenticated with it): how the sealed bytes are stored."""
+COMPRESS_BYTES = 1024
+"""Values larger than this are compressed before they are sealed (a listing's JSON shrinks
+several times; a signed URL would not)."""
+LARGEST_VALUE = 256 << 20
+"""No value opens to more than this (a listing of a million files is far less)."""
 
 
 # The budget: SB's fixed window, mirrored on the server's clock. HASH fields: remaining,
@@ -146,22 +156,45 @@ _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 0
 """
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
+_DROP_GARBAGE_LEASE = """
+-- a lease that would outlive any holder's (no expiry, or longer than a lease) is garbage
+local left = redis.call('PTTL', KEYS[2])
+if left == -1 or left > tonumber(ARGV[2]) then redis.call('DEL', KEYS[2]) end
 """
-_LEASE_HELD = """
--- 1 while someone holds the lease; a lease that would outlive any holder's (no expiry, or
--- longer than a lease) is garbage: dropped.
-local left = redis.call('PTTL', KEYS[1])
-if left == -2 then return 0 end
-if left == -1 or left > tonumber(ARGV[1]) then redis.call('DEL', KEYS[1]) return 0 end
+_GET_OR_LEASE = (
+    """
+-- {1, value}: there is one; {2}: none, and the lease is now ours; {3}: someone holds it;
+-- {4}: something that is no value of ours was there (dropped: look again)
+local kind = redis.call('TYPE', KEYS[1]).ok
+if kind == 'string' then return {1, redis.call('GET', KEYS[1])} end
+if kind ~= 'none' then redis.call('DEL', KEYS[1]) return {4} end
+"""
+    + _DROP_GARBAGE_LEASE
+    + """
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2} end
+return {3}
+"""
+)
+_READY = (
+    """
+-- 1 once there is a value, or nobody holds the lease (its holder finished, failed or died)
+if redis.call('EXISTS', KEYS[1]) == 1 then return 1 end
+"""
+    + _DROP_GARBAGE_LEASE
+    + """
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+return 1
+"""
+)
+_STORE = """
+-- the value (unless ARGV[2] is 0: nothing to store), and our lease released
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 return 1
 """
 _MISSING = object()
 _WRONG_TYPE = object()
 _STORE_ERRORS = (coredis.exceptions.RedisError, OSError, trio.TooSlowError)
-_REFUSALS = (coredis.exceptions.AuthenticationError, coredis.exceptions.AuthorizationError)
 
 
 class SharedState:
@@ -212,8 +245,9 @@ class SharedState:
         self._observe = client.register_script(_OBSERVE)
         self._heartbeat = client.register_script(_HEARTBEAT)
         self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
-        self._lease_held = client.register_script(_LEASE_HELD)
+        self._get_or_lease = client.register_script(_GET_OR_LEASE)
+        self._ready = client.register_script(_READY)
+        self._store = client.register_script(_STORE)
 
     # --- life ---------------------------------------------------------------------------
 
@@ -232,10 +266,11 @@ class SharedState:
                     )
                     if isinstance(count, int):
                         self.members = max(1, count)
-            except (
-                coredis.exceptions.AuthenticationError,
-                coredis.exceptions.AuthorizationError,
-            ) as exc:
+            except coredis.exceptions.BusyLoadingError as exc:  # up soon: not a refusal
+                self._down(exc)
+            except coredis.exceptions.ResponseError as exc:
+                # it answered, and said no: a password, an ACL user without a command or a
+                # key the mount needs, a read-only replica
                 refused = exc
             except (coredis.exceptions.RedisError, trio.TooSlowError, OSError) as exc:
                 self._down(exc)
@@ -322,28 +357,35 @@ class SharedState:
         return f"{self._prefix}{kind}:{digest.hexdigest()[:32]}"
 
     def _seal(self, key: str, value: bytes) -> bytes:
+        form = _PLAIN
+        if len(value) > COMPRESS_BYTES:
+            form, value = _ZLIB, zlib.compress(value, 1)
         nonce = os.urandom(12)
-        return _FORMAT + nonce + self._aead.encrypt(nonce, value, key.encode())
+        return form + nonce + self._aead.encrypt(nonce, value, form + key.encode())
 
     def _open(self, key: str, blob: bytes) -> bytes | None:
-        if len(blob) < 29 or blob[:1] != _FORMAT:
+        form = blob[:1]
+        if len(blob) < 29 or form not in (_PLAIN, _ZLIB):
             return None
         try:
-            return self._aead.decrypt(blob[1:13], blob[13:], key.encode())
+            value = self._aead.decrypt(blob[1:13], blob[13:], form + key.encode())
         except InvalidTag:
             return None
-
-    async def _get(self, key: str, decode: Callable[[bytes], T]) -> T | None:
-        """The value under ``key``, opened and decoded; ``None`` if there is none (or the
-        store cannot say). One that fails its check is deleted, never served."""
-        blob = await self._call(self._client.get(key))
-        if blob is _WRONG_TYPE:
-            blob = b""  # fails its check below: dropped
-        if not isinstance(blob, bytes):
+        if form == _PLAIN:
+            return value
+        inflate = zlib.decompressobj()
+        try:
+            opened = inflate.decompress(value, LARGEST_VALUE)
+        except zlib.error:
             return None
+        return opened if inflate.eof and not inflate.unconsumed_tail else None
+
+    async def _opened(self, key: str, blob: object, decode: Callable[[bytes], T]) -> T | None:
+        """The value stored under ``key`` (``blob``), opened and decoded; ``None`` for one
+        that fails its check, which is deleted: never served."""
 
         def unseal() -> T | None:
-            opened = self._open(key, blob)
+            opened = self._open(key, blob) if isinstance(blob, bytes) else None
             if opened is None:
                 return None
             try:
@@ -351,19 +393,12 @@ class SharedState:
             except (ValueError, TypeError, KeyError, IndexError):
                 return None
 
-        value = await _offloaded(unseal, len(blob))
+        value = await _offloaded(unseal, len(blob) if isinstance(blob, bytes) else 0)
         if value is None:  # not ours, damaged, moved, or a shape we do not accept
             self.stats["rejected"] += 1
             log.debug("shared state: dropped a value that fails its check (%s)", key)
             await self._call(self._client.delete([key]))
         return value
-
-    async def _put(self, key: str, encode: Callable[[], bytes], ttl: float) -> None:
-        if ttl <= 0 or not self.up:
-            return
-        # in a worker thread: the value's size is known only once encoded
-        blob = await trio.to_thread.run_sync(lambda: self._seal(key, encode()))
-        await self._call(self._client.set(key, blob, px=max(1, int(ttl * 1000))))
 
     async def fetch(
         self,
@@ -379,28 +414,31 @@ class SharedState:
         time and stored for ``ttl(value)`` seconds (0: not stored). ``decode`` raises
         ``ValueError`` (or ``TypeError``, ``KeyError``) for a value to ignore and replace.
         Waiting happens within the caller's own deadline; when the store is down, the
-        caller computes alone."""
+        caller computes alone. One round trip for a value that is there, or for the lease."""
         key, lease = self._key(kind, name), self._key("lease", f"{kind}:{name}")
         while True:
-            cached = await self._get(key, decode)
-            if cached is not None:
-                self.stats["hits"] += 1
-                return cached
-            got = await self._call(
-                self._client.set(
-                    lease,
-                    self._member,
-                    px=int(LEASE_SECONDS * 1000),
-                    condition=coredis.PureToken.NX,
-                )
+            answer = await self._call(
+                self._get_or_lease(keys=[key, lease], args=[self._member, _LEASE_MS])
             )
-            if got is _MISSING:  # alone
-                return await compute()
-            if got:
+            try:
+                found = int(answer[0])
+            except (TypeError, ValueError, IndexError, KeyError):
+                found = 0  # down, or garbage where the script's answer belongs: alone
+            if found == 1:
+                value = await self._opened(key, answer[1], decode)
+                if value is not None:
+                    self.stats["hits"] += 1
+                    return value
+            elif found == 2:
                 self.stats["misses"] += 1
                 return await self._compute_holding(key, lease, compute, encode, ttl)
-            self.stats["waits"] += 1
-            await self._wait_for(key, lease)
+            elif found == 3:
+                self.stats["waits"] += 1
+                await self._wait_for(key, lease)
+            elif found == 4:
+                self.stats["rejected"] += 1
+            else:
+                return await compute()
 
     async def _compute_holding(
         self,
@@ -413,14 +451,24 @@ class SharedState:
         renewal = trio.CancelScope()
         if self._nursery is not None:
             self._nursery.start_soon(self._keep, lease, renewal)
+        released = False
         try:
             value = await compute()
-            await self._put(key, lambda: encode(value), ttl(value))
+            life_ms = int(ttl(value) * 1000)
+            blob = b""
+            if life_ms > 0 and self.up:
+                # in a worker thread: the value's size is known only once encoded
+                blob = await trio.to_thread.run_sync(lambda: self._seal(key, encode(value)))
+            args: list[bytes | int | str] = [blob, max(0, life_ms), self._member]
+            await self._call(self._store(keys=[key, lease], args=args))
+            released = True
             return value
         finally:
             renewal.cancel()
-            with trio.CancelScope(shield=True):
-                await self._call(self._release(keys=[lease], args=[self._member]))
+            if not released:
+                with trio.CancelScope(shield=True):
+                    args = [b"", 0, self._member]
+                    await self._call(self._store(keys=[key, lease], args=args))
 
     async def _keep(self, lease: str, scope: trio.CancelScope) -> None:
         """Renew ``lease`` while its holder computes (until ``scope`` is cancelled)."""
@@ -435,11 +483,11 @@ class SharedState:
         """Until ``key`` has a value or its lease is gone (its holder finished, failed or
         died), at most ``LEASE_SECONDS``; then the caller looks again."""
         until = trio.current_time() + LEASE_SECONDS
+        pause, longest = POLL_SECONDS
         while trio.current_time() < until and self.up:
-            await trio.sleep(POLL_SECONDS)
-            if await self._call(self._client.exists([key])) == 1:
-                return
-            if await self._call(self._lease_held(keys=[lease], args=[_LEASE_MS])) != 1:
+            await trio.sleep(pause)
+            pause = min(longest, pause * 2)
+            if await self._call(self._ready(keys=[key, lease], args=[self._member, _LEASE_MS])):
                 return
 
     # --- the budget (SB) ------------------------------------------------------------------

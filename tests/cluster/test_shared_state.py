@@ -208,7 +208,8 @@ async def test_garbage_values_are_ignored_and_replaced(redis: Redis, plant: list
 async def test_a_value_that_fails_validation_is_not_served(redis: Redis) -> None:
     async with joined(redis.url) as shared:
         # sealed by the right key, but not a shape the reader accepts
-        await shared._put(shared._key("url", "file-6"), lambda: b"[1, 2]", 60)
+        key = shared._key("url", "file-6")
+        redis.set(key, shared._seal(key, b"[1, 2]"))
         compute = Computations("valid")
         assert await fetch(shared, "file-6", compute) == "valid"
         assert compute.calls == 1 and shared.stats["rejected"] == 1
@@ -319,3 +320,38 @@ async def test_the_node_rejoins_when_the_store_comes_back(
     messages = [r.getMessage() for r in caplog.records if r.name == "remotefs.shared"]
     assert sum("going on alone" in m for m in messages) == 1
     assert sum("rejoined" in m for m in messages) == 1
+
+
+README_ACL = "on >its-password ~remotefs:* +@read +@write +@scripting +ping +time -@dangerous"
+"""The ACL user the README tells an operator to make for the mounts."""
+
+
+async def test_the_readmes_acl_user_can_do_everything_a_mount_does(redis: Redis) -> None:
+    redis.cli("ACL", "SETUSER", "remotefs", *README_ACL.split())
+    url = f"redis://remotefs:its-password@127.0.0.1:{redis.port}/0"
+    async with joined(url) as shared, joined(url) as other:
+        shared.observe(1000, 500, time.time() + 60)
+        assert await fetch(shared, "file-1", Computations("value")) == "value"
+        assert await fetch(other, "file-1", Computations("unused")) == "value"
+        assert await shared.take(1000) == 0 and shared.members == 2
+        assert shared.up and other.up and shared.stats["errors"] == 0
+
+
+async def test_an_acl_user_without_what_the_mount_needs_is_refused(redis: Redis) -> None:
+    redis.cli("ACL", "SETUSER", "reader", "on", ">pw", "~*", "+@read", "+ping")
+    with pytest.raises(SharedStateError, match="refused this mount"):
+        await state(f"redis://reader:pw@127.0.0.1:{redis.port}/0").check()
+
+
+async def test_large_values_are_compressed_and_their_form_is_authenticated(redis: Redis) -> None:
+    listing = json.dumps([{"name": f"sample_{i:05d}.bam", "size": i} for i in range(2000)])
+    async with joined(redis.url) as a, joined(redis.url) as b:
+        assert await fetch(a, "folder", Computations(listing)) == listing
+        key = a._key("url", "folder")
+        stored = redis.get(key)
+        assert stored[:1] == b"\x02" and len(stored) < len(listing) / 4
+        assert await fetch(b, "folder", Computations("unused")) == listing
+        redis.set(key, b"\x01" + stored[1:])  # the same bytes, said to be uncompressed
+        again = Computations(listing)
+        assert await fetch(b, "folder", again) == listing
+        assert again.calls == 1 and b.stats["rejected"] == 1
