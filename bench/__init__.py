@@ -1,4 +1,4 @@
-"""Benchmarks of remotefs, run as ``scripts/bench SUB-COMMAND``: ``emulator`` and ``mount``.
+"""Benchmarks of remotefs, run as ``scripts/bench SUB-COMMAND``: emulator, mount, cluster.
 
 ``scripts/bench`` runs ``python -m bench`` from the repository root with its .venv (made by
 ``scripts/setup`` with the test extras if missing). What each measures, against which
@@ -8,6 +8,8 @@ reference, and how to read the figures is said by the module that runs it:
 - ``mount``: ``scripts/bench mount``, the data, the emulators, the runs and the table; its
   workload groups, one module each: ``sequential``, ``bam`` (``bam-region``,
   ``bam-scattered``), ``listing`` (``ls``, ``huge-listing``), ``hdf5`` (``h5py``);
+- ``cluster``: ``scripts/bench cluster``, N mounts of one token under a tight SB budget,
+  alone and sharing a Redis (``--shared-state``): API requests, 429s, the slowest node;
 - ``harness``: what every mount workload runs on (the emulator's controls, mounting, running
   a tool, RSS sampling, figures and table rows);
 - ``common``: what both sub-commands use (errors, the generated big file, loopback HTTP and SB

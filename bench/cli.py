@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import bench
-from bench import emulator, mount
+from bench import cluster, emulator, mount
 from bench.common import DEFAULT_SIZE, BenchError
 
 
@@ -70,6 +70,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="run only this group of workloads (repeatable); the others' rows show '-'",
     )
     m.set_defaults(func=lambda args: mount.main(args.runs, args.quick, args.only))
+    c = sub.add_parser(
+        "cluster", help="N mounts of one token under a tight budget, with and without Redis"
+    )
+    c.add_argument("--runs", type=_positive(1), default=cluster.RUNS, help="default %(default)s")
+    c.add_argument(
+        "--nodes",
+        type=_positive(1),
+        action="append",
+        help="mounts in one run (repeatable; default 1, 2, 4 and 8; the first is the reference)",
+    )
+    c.set_defaults(func=lambda args: cluster.main(args.runs, tuple(args.nodes or cluster.SIZES)))
     return parser
 
 
