@@ -203,9 +203,12 @@ class ControlServer:
         entries = []
         for inode in request["inodes"]:
             try:
-                node = self.namespace.node(int(inode))
+                node = await self.namespace.sized(int(inode))
             except NotFound:
                 await emit({"event": "file", "inode": inode, "ok": False, "error": "not found"})
+                continue
+            except RemoteError as exc:  # its size could not be learned (ODM)
+                await emit({"event": "file", "inode": inode, "ok": False, "error": str(exc)})
                 continue
             if not node.entry.is_dir:
                 entries.append((int(inode), node.entry))

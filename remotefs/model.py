@@ -48,6 +48,11 @@ class RemoteEntry:
     """The platform's own record of the entry (served as ``user.remotefs.json``)."""
     metadata_json: bytes = EMPTY_JSON
     """Platform metadata served as ``user.<platform>.<key>`` xattrs (a JSON object)."""
+    sized: bool = True
+    """``False``: the listing did not say the file's size (ODM, A19), so ``size`` is 0 and
+    means nothing; :meth:`~remotefs.backends.base.Backend.sized` learns it. An unsized
+    entry is never read from: the filesystem sizes it before it answers for its
+    attributes or opens it."""
 
     @property
     def record(self) -> dict[str, Any]:

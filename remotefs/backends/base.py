@@ -8,7 +8,7 @@ backend never knows about FUSE. All methods are trio-async and raise only
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from remotefs.http.ratelimit import RateLimitState
@@ -87,7 +87,13 @@ class Backend(Protocol):
     under it."""
 
     async def list_dir(self, directory: RemoteEntry) -> list[RemoteEntry]:
-        """All children of ``directory``, every page fetched, every size known."""
+        """All children of ``directory``, every page fetched; a size the listing does not
+        say and nothing remembers is left unknown (``sized`` false: no request per file)."""
+        ...
+
+    async def sized(self, entries: Sequence[RemoteEntry]) -> list[RemoteEntry | None]:
+        """``entries`` with their sizes known (concurrently; an entry already sized is
+        returned as it is); ``None`` for a file that is gone."""
         ...
 
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:

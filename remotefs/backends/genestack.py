@@ -10,14 +10,17 @@ first page of 2000 the rest are fetched concurrently).
 
 Sizes: no size is documented in ODM metadata (A19). A size key is used if one is present
 (``genestack:file.size`` or ``size``, an integer); otherwise the size is the ``Content-Length``
-of ``HEAD …/files/{accession}/download`` (A20). HEADs for a listing are issued concurrently
-(at most :data:`HEAD_CONCURRENCY` at once) and concurrent listings share them per accession
-(:class:`SingleFlight`). Sizes are cached per accession, with the metadata's update time they
-were learned under: a re-listing issues no HEAD for a file whose ``genestack:file.last-update``
-(or ``genestack:dateCreated``) is unchanged, for the life of the backend, and across mounts
-when the mount gives the backend a ``memory`` (read for a whole listing at once, in a worker
-thread, before any HEAD is sent), and across a cluster's nodes when it gives it ``shared``
-(``--shared-state``: one HEAD per file and update time for every node).
+of ``HEAD …/files/{accession}/download`` (A20). A listing sends **no** HEAD: a size it does
+not say, and nothing remembers, is left unknown (the entry is not ``sized``), so a walk that
+needs only names (``ls``, ``find -name``, a glob) costs the listing's pages alone;
+:meth:`GenestackBackend.sized` sends the HEADs when something asks for attributes,
+concurrently (at most :data:`HEAD_CONCURRENCY` at once), shared per accession by concurrent
+callers (:class:`SingleFlight`). Sizes are cached per accession, with the metadata's update
+time they were learned under: a re-listing says the size of a file whose
+``genestack:file.last-update`` (or ``genestack:dateCreated``) is unchanged, for the life of
+the backend, and across mounts when the mount gives the backend a ``memory`` (read for a
+whole listing at once, in a worker thread), and across a cluster's nodes when it gives it
+``shared`` (``--shared-state``: one HEAD per file and update time for every node).
 
 Times: ``genestack:file.last-update`` or ``genestack:dateCreated`` when present and parseable
 (A19), else the HEAD's ``Last-Modified`` when a HEAD was made, else 0.
@@ -35,7 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -66,8 +69,9 @@ PAGE_CONCURRENCY = 8
 SHARED_SIZE_SECONDS = 86400.0
 """How long a size learned by HEAD stays in the cluster's store (``--shared-state``); its
 key names the metadata update time it was learned under, so a changed file is a new key."""
-HEAD_CONCURRENCY = 16
-"""HEADs in flight at once while sizing a listing: fast without flooding the server."""
+HEAD_CONCURRENCY = 28
+"""HEADs in flight at once while sizing a folder (``ls -l`` of 10,000 files: 10,000 HEADs):
+most of the transport's 32 connections, leaving a few for reads meanwhile."""
 
 ROOT_ID = "odm:root"
 STUDIES_ID = "odm:studies"
@@ -129,6 +133,8 @@ class GenestackBackend:
         self._bearer = bearer
         self._policy = policy
         self._sizes: dict[str, _Sized] = {}
+        self._asked_memory: set[str] = set()
+        """Accessions whose sizes were looked for in ``memory`` (found or not)."""
         self._head_flights: SingleFlight[str, _Sized | None] = SingleFlight()
         self.cache_scope = self._host
         """Where the accessions come from (the host root): keeps the block caches of two
@@ -274,7 +280,8 @@ class GenestackBackend:
         return f"{self._host}{API}/files/{quote(accession, safe='')}/download"
 
     async def _file_entries(self, objects: list[Any]) -> list[RemoteEntry]:
-        """Entries for metadata objects, in order, every size known (HEADs concurrent)."""
+        """Entries for metadata objects, in order: sized when the metadata or memory says
+        the size, else not (no HEAD here)."""
         files = []
         for obj in objects:
             if (
@@ -288,22 +295,44 @@ class GenestackBackend:
                 log.warning("skipping an ODM object without an accession or name: %.200r", obj)
         if self.memory is not None:
             await self._recall_sizes(files)
-        sized = await gather_limited(
-            [partial(self._size_of, obj) for obj in files], HEAD_CONCURRENCY
-        )
-        entries = []
-        for obj, info in zip(files, sized, strict=True):
-            if info is not None:
-                entries.append(_file_entry(obj, info))
-        return entries
+        return [_file_entry(obj, self._known_size(obj)) for obj in files]
+
+    async def sized(self, entries: Sequence[RemoteEntry]) -> list[RemoteEntry | None]:
+        objects = {e.id: e.record for e in entries if not e.sized}
+        if self.memory is not None and objects:
+            await self._recall_sizes(list(objects.values()))
+
+        async def one(entry: RemoteEntry) -> RemoteEntry | None:
+            if entry.sized:
+                return entry
+            obj = objects[entry.id]
+            info = await self._size_of(obj)
+            return None if info is None else _file_entry(obj, info)
+
+        return await gather_limited([partial(one, e) for e in entries], HEAD_CONCURRENCY)
+
+    def _known_size(self, obj: Mapping[str, Any]) -> _Sized | None:
+        """The size the metadata says, or one learned under the same update time."""
+        stamp = _stamp(obj)
+        for key in SIZE_KEYS:
+            value = obj.get(key)
+            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+                return _Sized(value, None, stamp)
+        cached = self._sizes.get(obj[ACCESSION])
+        return cached if cached is not None and cached.stamp == stamp else None
 
     async def _recall_sizes(self, files: list[dict[str, Any]]) -> None:
         """Sizes a previous mount learned (by HEAD) for ``files``, into memory: one
         worker-thread read for the whole listing, before any HEAD is sent."""
         assert self.memory is not None
-        wanted = [f[ACCESSION] for f in files if f[ACCESSION] not in self._sizes]
+        wanted = [
+            f[ACCESSION]
+            for f in files
+            if f[ACCESSION] not in self._sizes and f[ACCESSION] not in self._asked_memory
+        ]
         if not wanted:
             return
+        self._asked_memory.update(wanted)  # what memory does not hold, it will not later
         for accession, value in (
             await trio.to_thread.run_sync(self.memory.load_values, wanted)
         ).items():
@@ -313,15 +342,10 @@ class GenestackBackend:
 
     async def _size_of(self, obj: Mapping[str, Any]) -> _Sized | None:
         """The file's size from its metadata, the cache, or a HEAD; ``None``: it is gone."""
-        stamp = _stamp(obj)
-        for key in SIZE_KEYS:
-            value = obj.get(key)
-            if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-                return _Sized(value, None, stamp)
-        accession = obj[ACCESSION]
-        cached = self._sizes.get(accession)
-        if cached is not None and cached.stamp == stamp:
-            return cached
+        known = self._known_size(obj)
+        if known is not None:
+            return known
+        stamp, accession = _stamp(obj), obj[ACCESSION]
 
         async def head() -> _Sized | None:
             current = self._sizes.get(accession)
@@ -407,15 +431,22 @@ def _metadata_mtime_ns(obj: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _file_entry(obj: Mapping[str, Any], info: _Sized) -> RemoteEntry:
-    mtime = _metadata_mtime_ns(obj) or info.last_modified_ns or 0
+def _file_entry(obj: Mapping[str, Any], info: _Sized | None) -> RemoteEntry:
+    """The entry of a file; not ``sized`` when ``info`` is ``None``."""
+    if info is None:
+        mtime = _metadata_mtime_ns(obj) or 0
+        size, version = 0, f"?-{mtime}"
+    else:
+        mtime = _metadata_mtime_ns(obj) or info.last_modified_ns or 0
+        size, version = info.size, f"{info.size}-{mtime}"
     return RemoteEntry(
         id=obj[ACCESSION],
         name=obj[NAME],
         is_dir=False,
-        size=info.size,
+        size=size,
+        sized=info is not None,
         mtime_ns=mtime,
-        version=f"{info.size}-{mtime}",
+        version=version,
         record_json=compact_json(obj),
         metadata_json=compact_json({k: v for k, v in obj.items() if k not in (ACCESSION, NAME)}),
     )

@@ -320,6 +320,9 @@ class SevenBridgesBackend:
     async def contents(self, entry: RemoteEntry) -> bytes | None:
         return None
 
+    async def sized(self, entries: Sequence[RemoteEntry]) -> list[RemoteEntry | None]:
+        return list(entries)  # SB listings say every size
+
     async def read(self, entry: RemoteEntry, offset: int, size: int) -> bytes:
         length = read_length(entry, offset, size)
         if length == 0:

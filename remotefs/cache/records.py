@@ -61,11 +61,12 @@ class SavedListing:
 
 
 def encode_entry(entry: RemoteEntry) -> list[Any]:
+    """An entry as JSON; a size not known yet (``sized`` false) is written -1."""
     return [
         entry.id,
         entry.name,
         entry.is_dir,
-        entry.size,
+        entry.size if entry.sized else -1,
         entry.mtime_ns,
         entry.version,
         entry.record_json.decode("utf-8", "surrogatepass"),
@@ -87,14 +88,16 @@ def decode_entry(item: Any) -> RemoteEntry:
         and isinstance(version, str)
         and isinstance(record, str)
         and isinstance(metadata, str)
-        and size >= 0
+        and size >= -1
+        and not (is_dir and size < 0)
     ):
         raise ValueError("not an entry")
     return RemoteEntry(
         id=ident,
         name=name,
         is_dir=is_dir,
-        size=size,
+        size=max(0, size),
+        sized=size >= 0,
         mtime_ns=mtime,
         version=version,
         record_json=record.encode("utf-8", "surrogatepass"),

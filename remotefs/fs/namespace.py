@@ -22,6 +22,11 @@
   the record store; a folder's first use in a mount recalls it from there (one worker-thread
   read), with its real age, so a remount within ``ttl`` costs no listing request, and a
   remount while the platform is unreachable serves what the last mount listed.
+- **Sizes when asked**: a listing that does not say its files' sizes (ODM) installs them
+  unsized; :meth:`Namespace.sized` asks for one when something needs its attributes, and
+  once a walk shows (``WALK_AFTER`` files of one folder) asks for the folder's others
+  ahead of it, in listing order, within an allowance that grows with the walk. A node's
+  entry never goes back from sized to unsized for the same record.
 - **Shared by a cluster** (``shared``, ``--shared-state``): a listing is fetched by one
   node of the cluster and stored (sealed) for what remains of its ``ttl``; the other nodes
   install it with its real age, so that every node's copy expires at once.
@@ -39,11 +44,13 @@ Invariant between awaits: ``_listings[inode]`` is replaced whole, never mutated,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
 import time
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from functools import partial
 
 import trio
@@ -71,6 +78,15 @@ ROOT_INODE = 1  # pyfuse3.ROOT_INODE; kept here so the core has no pyfuse3 impor
 _QUERY_NAME = QUERY_DIR.encode()
 _QUERY_NAMES = frozenset({QUERY_DIR})
 
+WALK_AFTER = 4
+"""Files of one folder sized one by one before their sizing looks like a walk."""
+WALK_AHEAD = 32
+"""Sizes asked for ahead of a walk once it is seen (see :meth:`Namespace.sized`)."""
+WALK_WORKERS = 28
+"""Sizes asked for at once ahead of a walk: most of the transport's 32 connections (the
+walk's own lookups and any reads take the rest)."""
+WALK_IDLE_SECONDS = 2.0
+"""A walk that asks for nothing for this long is over: no more sizes are asked for."""
 STALE_GRACE = 2.0
 """Seconds a caller holding an expired listing waits for its refresh before the old one is
 served: long enough for a healthy platform to answer (a 2,000-entry folder lists in 0.25 s
@@ -78,6 +94,18 @@ at 40 ms), short enough that an unreachable one costs a file manager little."""
 _ANSWERS = (NotFound, AccessDenied, Stale)
 """Outcomes of a refresh that are the platform's answer about the folder: never hidden
 behind a stale listing."""
+
+
+@dataclass(slots=True)
+class _Walk:
+    """A walk over one folder's unsized files (``ls -l``): what it asked, what may be
+    asked for ahead of it, what was."""
+
+    asked: set[int] = field(default_factory=set)
+    allowance: int = 0
+    issued: int = 0
+    running: bool = False
+    more: trio.Event = field(default_factory=trio.Event)
 
 
 @dataclass(slots=True)
@@ -123,6 +151,9 @@ class Namespace:
         self._recalled: set[int] = set()
         self._failing: set[int] = set()  # folders whose last refresh failed (WARNING said)
         self._nursery: trio.Nursery | None = None
+        self._unsized_in: dict[int, int] = {}  # a file whose size is unknown → its folder
+        self._walks: dict[int, _Walk] = {}  # folders whose sizes are asked for ahead
+        self._ahead_of: dict[int, int] = {}  # a file sized ahead of a walk → its folder
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Own the background refreshes until cancelled (without it, refreshes run in the
@@ -148,7 +179,15 @@ class Namespace:
             self._inode_by_id[entry.id] = inode
             self._nodes[inode] = Node(inode, entry)
         else:
-            self._nodes[inode].entry = entry  # newest record (size, version) wins
+            node = self._nodes[inode]
+            # newest record (size, version) wins, except that a listing which does not say
+            # a size does not forget the one learned for the same record; and a new record
+            # whose size is not known yet is shown with the old size meanwhile (the kernel
+            # applies listed attributes to an inode a reader may have open: never 0 there)
+            if entry.sized or not node.entry.sized:
+                node.entry = entry
+            elif entry.record_json != node.entry.record_json:
+                node.entry = dataclasses.replace(entry, size=node.entry.size)
         return inode
 
     # --- listings -------------------------------------------------------------------------
@@ -292,7 +331,116 @@ class Namespace:
         inodes = tuple(self._intern(e) for e in entries)
         listing = Listing(tuple(names), inodes, dict(zip(names, inodes, strict=True)), fetched_at)
         self._listings[inode] = listing
+        for child in inodes:
+            if not self._nodes[child].entry.sized:
+                self._unsized_in[child] = inode
         return listing
+
+    # --- sizes (ODM lists none: A19) ------------------------------------------------------
+
+    async def sized(self, inode: int, companions: Sequence[int] = ()) -> Node:
+        """``inode``'s node with its size known: asked for now if the listing did not say
+        it, together with its ``companions`` (a BAM's index: what its reader opens next).
+        ``NotFound``: it is gone. The ``WALK_AFTER``-th file of one folder sized this way
+        looks like a walk (``ls -l``, a file manager): from then on the folder's other sizes
+        are asked for ahead, in listing order, ``WALK_AHEAD`` plus two for every file the walk
+        has asked for (so a ``stat`` costs one HEAD, and a walk of the whole folder keeps
+        the HEADs' concurrency busy without sizing much more than it looks at)."""
+        node = self.node(inode)
+        if node.entry.sized:
+            return node
+        self._walked(inode)
+        others = [c for c in companions if c != inode and not self.node(c).entry.sized]
+        batch = [node.entry, *(self._nodes[c].entry for c in others)]
+        entry, *theirs = await self.backend.sized(batch)
+        for companion, known in zip(others, theirs, strict=True):
+            if known is not None:
+                self._learned(companion, known)
+        if entry is None:
+            raise NotFound(f"{node.entry.name} (gone since it was listed)")
+        self._learned(inode, entry)
+        return node
+
+    def _learned(self, inode: int, entry: RemoteEntry) -> None:
+        node = self._nodes[inode]
+        if not node.entry.sized and node.entry.id == entry.id:
+            node.entry = entry
+        self._unsized_in.pop(inode, None)
+
+    def _walked(self, inode: int) -> None:
+        folder = self._unsized_in.get(inode)
+        if folder is None or self._nursery is None:
+            return
+        walk = self._walks.get(folder)
+        if walk is None:
+            walk = self._walks[folder] = _Walk()
+        walk.asked.add(inode)
+        if len(walk.asked) < WALK_AFTER:
+            return
+        walk.allowance = WALK_AHEAD + 2 * len(walk.asked)
+        walk.more.set()
+        if not walk.running:
+            walk.running = True
+            self._nursery.start_soon(self._size_ahead, folder, walk)
+
+    def looked_up(self, inode: int) -> None:
+        """A lookup answered from memory: if a walk sized ``inode`` ahead of it, the walk
+        goes on (its allowance grows with every file it looks at)."""
+        folder = self._ahead_of.pop(inode, None)
+        walk = self._walks.get(folder) if folder is not None else None
+        if walk is not None:
+            walk.asked.add(inode)
+            walk.allowance = WALK_AHEAD + 2 * len(walk.asked)
+            walk.more.set()
+
+    async def _size_ahead(self, folder: int, walk: _Walk) -> None:
+        """Size ``folder``'s files ahead of a walk, in listing order (``ls`` stats them as
+        ``getdents`` gives them, and sorts afterwards), within its allowance,
+        ``WALK_WORKERS`` at a time; ends when everything is sized or the walk has looked at
+        nothing for ``WALK_IDLE_SECONDS``. A failure ends a worker quietly: each ``stat``
+        then asks for its own."""
+        listing = self._listings.get(folder)
+        order = iter(listing.inodes if listing is not None else ())
+
+        async def worker() -> None:
+            for child in order:
+                node = self._nodes[child]
+                if node.entry.sized:
+                    continue
+                while walk.issued >= walk.allowance:
+                    walk.more = trio.Event() if walk.more.is_set() else walk.more
+                    with trio.move_on_after(WALK_IDLE_SECONDS) as idle:
+                        await walk.more.wait()
+                    if idle.cancelled_caught:
+                        return
+                walk.issued += 1
+                log.debug(
+                    "walk %d: sizing %d (issued %d of %d)",
+                    folder,
+                    child,
+                    walk.issued,
+                    walk.allowance,
+                )
+                with trio.move_on_after(self.timeout):
+                    [entry] = await self.backend.sized([node.entry])
+                    if entry is not None:
+                        self._learned(child, entry)
+                        self._ahead_of[child] = folder
+
+        try:
+            async with trio.open_nursery() as nursery:
+                for _ in range(WALK_WORKERS):
+                    nursery.start_soon(worker)
+        except* RemoteError as group:
+            log.debug(
+                "sizing the files of folder %d ahead stopped: %s", folder, group.exceptions[0]
+            )
+        except* Exception:  # a bug, or an answer no parser foresaw: never fatal
+            log.exception("sizing the files of folder %d failed unexpectedly", folder)
+        finally:
+            walk.running = False
+            self._walks.pop(folder, None)
+            self._ahead_of = {k: v for k, v in self._ahead_of.items() if v != folder}
 
     def _query_node(self, queries: RemoteEntry, name: bytes) -> Node:
         """``.query/NAME``: the folder of the query NAME spells over the folder that holds

@@ -40,6 +40,7 @@ import pyfuse3
 import trio
 from pyfuse3 import FileHandleT, InodeT
 
+from remotefs.cache.hints import companion_names
 from remotefs.cache.reader import OpenFile, Reader
 from remotefs.concurrency import SingleFlight
 from remotefs.errors import (
@@ -182,8 +183,9 @@ class Operations(pyfuse3.Operations):
         a = pyfuse3.EntryAttributes()
         a.st_ino = InodeT(node.inode)
         a.generation = 0
-        a.entry_timeout = self.ttl
-        a.attr_timeout = self.ttl
+        # A file whose size is not known yet (ODM listings say none) is listed with size 0
+        # and attributes the kernel may not keep: its next lookup asks, and sizes it.
+        a.entry_timeout = a.attr_timeout = self.ttl if e.sized else 0
         a.st_mode = pyfuse3.ModeT((stat.S_IFDIR | 0o555) if e.is_dir else (stat.S_IFREG | 0o444))
         a.st_nlink = 2 if e.is_dir else 1
         a.st_uid, a.st_gid = self.uid, self.gid
@@ -202,6 +204,16 @@ class Operations(pyfuse3.Operations):
         if name == b".":
             return self._attrs(self.ns.node(parent_inode))
         node = await self.ns.lookup(parent_inode, name)
+        if not node.entry.sized:  # with its index (sized together: its reader opens it next)
+            listing = self.ns.cached_listing(parent_inode)
+            companions = [
+                listing.by_name[c]
+                for c in companion_names(name)
+                if listing is not None and c in listing.by_name
+            ]
+            node = await self.ns.sized(node.inode, companions)
+        else:
+            self.ns.looked_up(node.inode)
         if not node.entry.is_dir:
             self._looked_up[node.inode] = (parent_inode, name)
             self._looked_up.move_to_end(node.inode)
@@ -213,7 +225,7 @@ class Operations(pyfuse3.Operations):
     async def getattr(
         self, inode: InodeT, ctx: pyfuse3.RequestContext | None = None
     ) -> pyfuse3.EntryAttributes:
-        return self._attrs(self.ns.node(inode))
+        return self._attrs(await self.ns.sized(inode))
 
     async def forget(self, inode_list: Sequence[tuple[InodeT, int]]) -> None:
         """Inodes are kept for the life of the mount (never reused): nothing to do."""
@@ -258,7 +270,7 @@ class Operations(pyfuse3.Operations):
     ) -> pyfuse3.FileInfo:
         if flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC | os.O_APPEND | os.O_CREAT):
             raise ReadOnly()
-        node = self.ns.node(inode)
+        node = await self.ns.sized(inode)
         if node.entry.is_dir:
             raise IsADirectory(f"inode {inode}")
         # the name it was looked up by (the POSIX one), else the platform name: for suffixes only
@@ -282,7 +294,8 @@ class Operations(pyfuse3.Operations):
 
         def sibling(name: bytes) -> RemoteEntry | None:
             inode = listing.by_name.get(name) if listing is not None else None
-            return self.ns.node(inode).entry if inode is not None else None
+            entry = self.ns.node(inode).entry if inode is not None else None
+            return entry if entry is not None and entry.sized else None  # hints cost nothing
 
         return sibling
 
@@ -360,7 +373,7 @@ class Operations(pyfuse3.Operations):
         files = self.ns.known_files(inode)
         size = sum(f.size for f in files)
         held = [cache.held_bytes(f) for f in files]
-        full = sum(1 for f, h in zip(files, held, strict=True) if h >= f.size)
+        full = sum(1 for f, h in zip(files, held, strict=True) if f.sized and h >= f.size)
         pinned = sum(1 for f in files if cache.pinned(f))
         return (
             f"{cache_state(size, sum(held))} ({full} of {len(files)} files full, {pinned} pinned)"

@@ -61,8 +61,10 @@ async def child(backend: GenestackBackend, directory: RemoteEntry, name: str) ->
 
 
 async def all_files(backend: GenestackBackend) -> dict[str, RemoteEntry]:
+    """``all/``'s files, sized."""
     everything = await child(backend, backend.root(), "all")
-    return {e.id: e for e in await backend.list_dir(everything)}
+    sized = await backend.sized(await backend.list_dir(everything))
+    return {e.id: e for e in sized if e is not None}
 
 
 # --- check() and the namespace -----------------------------------------------------------
@@ -98,7 +100,14 @@ async def test_studies(backend, app, dataset) -> None:
     assert "genestack:accession" not in studies[0].metadata
 
 
-async def test_all_costs_one_listing_and_one_head_per_file(backend, app, dataset) -> None:
+async def test_names_cost_one_listing_and_sizes_one_head_per_file(backend, app, dataset) -> None:
+    everything = await child(backend, backend.root(), "all")
+    app.stats.reset()
+    names = await backend.list_dir(everything)
+    assert dict(app.stats.requests) == {"odm.files.list": 1}  # no HEAD for names alone
+    assert [e.name for e in names] == [n.name for n in dataset.odm_files]
+    assert not any(e.sized for e in names) and {e.size for e in names} == {0}
+    app.stats.reset()
     files = await all_files(backend)
     assert dict(app.stats.requests) == {"odm.files.list": 1, "odm.head": len(dataset.odm_files)}
     assert list(files) == [n.accession for n in dataset.odm_files]  # listing order kept
@@ -112,9 +121,9 @@ async def test_all_costs_one_listing_and_one_head_per_file(backend, app, dataset
             "genestack:accession" not in entry.metadata and "genestack:name" not in entry.metadata
         )
     app.stats.reset()
-    again = await all_files(backend)
-    assert dict(app.stats.requests) == {"odm.files.list": 1}  # sizes cached: no HEAD
-    assert again == files
+    again = await backend.list_dir(everything)  # sizes remembered: listed sized, no HEAD
+    assert dict(app.stats.requests) == {"odm.files.list": 1}
+    assert {e.id: e for e in again} == files
 
 
 async def test_study_listing_reuses_cached_sizes(backend, app, dataset) -> None:
@@ -132,14 +141,15 @@ async def test_study_listing_reuses_cached_sizes(backend, app, dataset) -> None:
     )
 
 
-async def test_concurrent_listings_share_heads(backend, app, dataset) -> None:
+async def test_concurrent_sizings_share_heads(backend, app, dataset) -> None:
     studies = await backend.list_dir(await child(backend, backend.root(), "studies"))
     everything = await child(backend, backend.root(), "all")
+    listings = [await backend.list_dir(everything)]
+    listings += [await backend.list_dir(study) for study in studies]
     app.stats.reset()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(backend.list_dir, everything)
-        for study in studies:
-            nursery.start_soon(backend.list_dir, study)
+        for listing in listings:
+            nursery.start_soon(backend.sized, listing)
     assert app.stats.requests["odm.head"] == len(dataset.odm_files)  # each file once
 
 
@@ -207,7 +217,8 @@ async def test_rate_limit_retry_after_is_honoured(dataset) -> None:  # A24
         studies = await backend.list_dir(await child(backend, backend.root(), "studies"))
         nested = next(s for s in studies if s.name.startswith("nested ["))
         files = await backend.list_dir(nested)
-        deep = next(e for e in files if e.name == "deep.txt")
+        [deep] = await backend.sized([e for e in files if e.name == "deep.txt"])
+        assert deep is not None
         assert await backend.read(deep, 0, 100) == b"deep\n"
     assert sum(v for k, v in app.stats.statuses.items() if k.endswith(" 429")) >= 1
 
@@ -245,7 +256,9 @@ class FakeOdm:
 
 
 async def list_all(fake: FakeOdm, backend: GenestackBackend) -> list[RemoteEntry]:
-    return await backend.list_dir(RemoteEntry(id="odm:all", name="all", is_dir=True))
+    """``all/``, sized; files gone by their HEAD left out."""
+    listed = await backend.list_dir(RemoteEntry(id="odm:all", name="all", is_dir=True))
+    return [e for e in await backend.sized(listed) if e is not None]
 
 
 async def test_changed_update_time_heads_again(autojump_clock) -> None:
@@ -310,5 +323,6 @@ async def test_head_without_content_length_is_a_protocol_error(autojump_clock) -
 
     async with make_client(transport=httpx.MockTransport(handler)) as client:
         backend = GenestackBackend(client, api_url="http://odm.test", token="T", bearer=False)
+        listed = await backend.list_dir(RemoteEntry(id="odm:all", name="all", is_dir=True))
         with pytest.raises(ProtocolError, match="Content-Length"):
-            await backend.list_dir(RemoteEntry(id="odm:all", name="all", is_dir=True))
+            await backend.sized(listed)

@@ -50,16 +50,51 @@ def test_cold_ls_l_of_a_big_folder(
     else:
         files = len(demo_dataset.odm_files)
         assert stats == {"odm.files.list": 1, "odm.head": files}  # sizes: one HEAD per file
+        sizes = {s.name: s.size for s in demo_dataset.odm_files}
+        for line in listing.splitlines()[1:]:
+            fields = line.split(maxsplit=8)
+            assert int(fields[4]) == sizes[fields[8]], line  # exact, stat by stat
     demo_emulator.reset()
     assert _ls_l(folder) == listing
     os.stat(folder / listing.splitlines()[-1].split()[-1])
     assert demo_emulator.stats()["total_requests"] == 0  # within the TTL: nothing
 
 
+def test_names_alone_cost_only_the_listing(
+    cold: Mount, platform: str, demo_emulator: Emulator, demo_dataset
+) -> None:
+    """ODM lists no size (A19): ``ls``, ``find -name`` and a glob need names only, so they
+    cost the listing's pages and no HEAD; a file read by name is sized on the way."""
+    if platform != "genestack":
+        pytest.skip("SB listings say every size")
+    folder = cold.path / "all"
+    os.listdir(cold.path)
+    demo_emulator.reset()
+    names = subprocess.run(["ls", "-1", str(folder)], capture_output=True, text=True, check=True)
+    found = subprocess.run(
+        ["find", str(folder), "-name", "*.bam"], capture_output=True, text=True, check=True
+    )
+    globbed = subprocess.run(
+        ["bash", "-c", f"printf '%s\\n' {folder}/*.txt"], capture_output=True, text=True, check=True
+    )
+    assert demo_emulator.stats()["requests"] == {"odm.files.list": 1}
+    assert sorted(names.stdout.splitlines()) == sorted(s.name for s in demo_dataset.odm_files)
+    bams = sorted(str(folder / s.name) for s in demo_dataset.odm_files if s.name.endswith(".bam"))
+    assert sorted(found.stdout.split()) == bams
+    assert len(globbed.stdout.splitlines()) == sum(
+        s.name.endswith(".txt") for s in demo_dataset.odm_files
+    )
+    source = next(s for s in demo_dataset.odm_files if s.name == "ex1.bam")
+    data = (folder / "ex1.bam").read_bytes()
+    assert len(data) == source.size and os.stat(folder / "ex1.bam").st_size == source.size
+    assert demo_emulator.stats()["requests"]["odm.head"] >= 1
+
+
 def test_missing_names_cost_nothing(platform: str, cold: Mount, demo_emulator: Emulator) -> None:
     folder = cold.path / ("bam" if platform == "sevenbridges" else "all")
     names = os.listdir(folder)
     assert "ex1.bam" in names
+    os.stat(folder / "ex1.bam")  # ODM: its size (a HEAD, with its index's) is not measured
     demo_emulator.reset()
     for probe in ("ex1.bam.csi", "ex1.csi", ".hidden", ".Trash", ".Trash-0"):
         with pytest.raises(FileNotFoundError) as info:
@@ -144,5 +179,5 @@ def test_a_bam_and_its_index_cost_one_request_each(
     requests = demo_emulator.stats()["requests"]
     if platform == "sevenbridges":
         assert requests == {"sb.download_info": 2, "sb.storage": 2}
-    else:
-        assert requests == {"odm.download": 2}
+    else:  # the BAM's size and its index's, asked for together at the BAM's lookup
+        assert requests == {"odm.head": 2, "odm.download": 2}

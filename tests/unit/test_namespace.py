@@ -7,6 +7,7 @@ interleavings ``wait_all_tasks_blocked``: nothing waits for real time.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,7 +18,14 @@ import trio.testing
 
 from remotefs.cache.records import RecordStore
 from remotefs.errors import AccessDenied, DeadlineExceeded, NotFound, Transient
-from remotefs.fs.namespace import ROOT_INODE, STALE_GRACE, Namespace
+from remotefs.fs.namespace import (
+    ROOT_INODE,
+    STALE_GRACE,
+    WALK_AFTER,
+    WALK_AHEAD,
+    WALK_IDLE_SECONDS,
+    Namespace,
+)
 from remotefs.model import RemoteEntry
 
 ROOT = RemoteEntry("root", "", True)
@@ -263,3 +271,98 @@ def test_a_record_store_that_cannot_be_opened_costs_only_the_records(
     healthy = open_records(tmp_path / "fresh", "u1")
     assert healthy is not None
     healthy.close()
+
+
+# --- sizes the listing did not say (ODM) -------------------------------------------------
+
+
+class Unsized(Scripted):
+    """Listings without sizes; ``sized`` answers a file's size (its name's length) and
+    counts, per file, how often it was asked; ``gone`` files are gone."""
+
+    def __init__(self, *names: str) -> None:
+        super().__init__()
+        self.answer = [
+            RemoteEntry(f"id-{n}", n, False, sized=False, record_json=n.encode()) for n in names
+        ]
+        self.asked: list[str] = []
+        self.gone: set[str] = set()
+
+    async def sized(self, batch: list[RemoteEntry]) -> list[RemoteEntry | None]:
+        out: list[RemoteEntry | None] = []
+        for entry in batch:
+            if entry.sized:
+                out.append(entry)
+                continue
+            self.asked.append(entry.name)
+            await trio.sleep(0.04)
+            if entry.name in self.gone:
+                out.append(None)
+            else:
+                out.append(
+                    RemoteEntry(
+                        entry.id,
+                        entry.name,
+                        False,
+                        size=len(entry.name),
+                        record_json=entry.record_json,
+                    )
+                )
+        return out
+
+
+async def test_names_need_no_sizes_a_stat_one_size_and_a_walk_sizes_ahead(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    many = [f"f{i:03d}" for i in range(200)]
+    backend = Unsized("ccc", "a", "bb", "gone", *many)
+    backend.gone.add("gone")
+    names = Namespace(backend, ROOT, ttl=TTL, timeout=30)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(names.run)
+        listing = await names.listing(ROOT_INODE)
+        assert backend.asked == [], "listing asks for no size"
+        node = await names.lookup(ROOT_INODE, b"bb")
+        assert not node.entry.sized
+        assert (await names.sized(node.inode)).entry.size == 2
+        await trio.sleep(5)
+        assert backend.asked == ["bb"], "one stat, one size"
+        # more files of the folder: a walk; sizes are asked for ahead, in name order
+        for name in (b"f198", b"f199"):
+            await names.sized(listing.by_name[name])
+        assert backend.asked == ["bb", "f198", "f199"]
+        assert (await names.sized(listing.by_name[b"a"])).entry.size == 1
+        await trio.sleep(WALK_IDLE_SECONDS + 10)  # the walk stops: nothing more is asked
+        order = ["ccc", "a", "gone", *many]  # listing order (as ls stats), those unsized
+        assert set(backend.asked) == {"bb", "f198", "f199", *order[: WALK_AHEAD + 2 * WALK_AFTER]}
+        ahead = [n for n in backend.asked[3:] if n != "a"]
+        assert ahead == [n for n in order if n in ahead]
+        gone = listing.by_name[b"gone"]
+        with pytest.raises(NotFound, match="gone"):
+            await names.sized(gone)
+        # a re-listing that says no size does not forget one learned for the same record
+        names._listings.clear()
+        await names.listing(ROOT_INODE)
+        assert names.node(listing.by_name[b"a"]).entry.size == 1
+        # a new record (the file changed) whose size is not known yet keeps showing the old
+        # size, never 0, until it is sized (a reader may have it open)
+        backend.answer = [
+            dataclasses.replace(e, record_json=b"changed") if e.name == "a" else e
+            for e in backend.answer  # type: ignore[attr-defined]
+        ]
+        names._listings.clear()
+        await names.listing(ROOT_INODE)
+        changed = names.node(listing.by_name[b"a"]).entry
+        assert not changed.sized and changed.size == 1 and changed.record_json == b"changed"
+        nursery.cancel_scope.cancel()
+
+
+def test_unsized_entries_survive_the_record_codec() -> None:
+    from remotefs.cache.records import decode_entry, encode_entry
+
+    unsized = RemoteEntry("id", "n", False, sized=False)
+    assert decode_entry(encode_entry(unsized)) == unsized
+    sized = RemoteEntry("id", "n", False, size=0)
+    assert decode_entry(encode_entry(sized)) == sized
+    with pytest.raises(ValueError):
+        decode_entry(["id", "d", True, -1, 0, "", "{}", "{}"])
