@@ -1,4 +1,4 @@
-"""Benchmarks of remotefs, run as ``scripts/bench SUB-COMMAND``: emulator, mount, cluster.
+"""Benchmarks of remotefs: ``scripts/bench emulator|mount|cluster|odm-names``.
 
 ``scripts/bench`` runs ``python -m bench`` from the repository root with its .venv (made by
 ``scripts/setup`` with the test extras if missing). What each measures, against which
@@ -10,6 +10,8 @@ reference, and how to read the figures is said by the module that runs it:
   ``bam-scattered``), ``listing`` (``ls``, ``huge-listing``), ``hdf5`` (``h5py``);
 - ``cluster``: ``scripts/bench cluster``, N mounts of one token under a tight SB budget,
   alone and sharing a Redis (``--shared-state``): API requests, 429s, the slowest node;
+- ``odm_names``: ``scripts/bench odm-names``, an ODM folder of 10,000 files walked by names
+  (``ls``, ``find``) and by attributes (``ls -l``) at 40 ms: requests and time;
 - ``harness``: what every mount workload runs on (the emulator's controls, mounting, running
   a tool, RSS sampling, figures and table rows);
 - ``common``: what both sub-commands use (errors, the generated big file, loopback HTTP and SB

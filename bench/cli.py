@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 import bench
-from bench import cluster, emulator, mount
+from bench import cluster, emulator, mount, odm_names
 from bench.common import DEFAULT_SIZE, BenchError
 
 
@@ -81,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="mounts in one run (repeatable; default 1, 2, 4 and 8; the first is the reference)",
     )
     c.set_defaults(func=lambda args: cluster.main(args.runs, tuple(args.nodes or cluster.SIZES)))
+    o = sub.add_parser("odm-names", help="an ODM folder walked by names and by attributes at 40 ms")
+    o.add_argument("--runs", type=_positive(1), default=odm_names.RUNS, help="default %(default)s")
+    o.add_argument(
+        "--files", type=_positive(1), default=odm_names.FILES, help="default %(default)s"
+    )
+    o.set_defaults(func=lambda args: odm_names.main(args.runs, args.files))
     return parser
 
 
