@@ -9,6 +9,11 @@ values, always through the one table (:func:`remotefs.errors.to_errno`):
   (README, "Promises"), and an overrun is EIO.
 - a :mod:`remotefs.errors` error → its errno (EIO ones are logged at WARNING with why);
 - anything unexpected is logged with its traceback and answered EIO; the mount keeps serving;
+- every error that is the platform's or the mount's own failure (a platform error, a
+  deadline, a bug) is counted in :data:`~remotefs.metrics.METRICS` (``remotefs status``:
+  errors answered, the last error). Answers that are no failure are not: a name a listing
+  does not hold (``X.bam.csi`` probes, ENOENT from memory) and what the mount refuses by
+  design (:class:`~remotefs.errors.LocalError`: EROFS, ENODATA, EINVAL, a sniffer's EIO);
 - a ``trio.Cancelled`` that reaches a handler is either the mount shutting down (then the
   handler's task is cancelled too, and it passes through) or a cancellation that leaked
   from another task: a bug, which would otherwise unwind the FUSE loop and end the mount.
@@ -47,6 +52,7 @@ from remotefs.errors import (
     LocalError,
     NoSuchAttribute,
     NotADirectory,
+    NotFound,
     ReadOnly,
     RemoteError,
     Unsupported,
@@ -55,6 +61,7 @@ from remotefs.errors import (
 from remotefs.fs.callers import Callers
 from remotefs.fs.namespace import ROOT_INODE, Listing, Namespace, Node
 from remotefs.fs.xattrs import xattrs
+from remotefs.metrics import METRICS
 from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
@@ -113,19 +120,28 @@ def fuse_handler(fn: F) -> F:
         except (RemoteError, LocalError) as exc:
             number = to_errno(exc)
             remote_eio = number == errno.EIO and isinstance(exc, RemoteError)
+            name = errno.errorcode.get(number, str(number))
             log.log(
                 logging.WARNING if remote_eio else logging.DEBUG,  # the platform's EIO: say why
                 "%s: %s → %s",
                 fn.__name__,
                 exc,
-                errno.errorcode.get(number, number),
+                name,
             )
+            if isinstance(exc, RemoteError) and not (
+                isinstance(exc, NotFound) and fn.__name__ == "lookup"
+            ):
+                METRICS.error(f"{fn.__name__}: {exc} ({name})")
             raise pyfuse3.FUSEError(number) from None
         except trio.TooSlowError:
             log.warning("%s: no answer within the %.0f s deadline: EIO", fn.__name__, self.deadline)
+            METRICS.error(
+                f"{fn.__name__}: no answer within the {self.deadline:.0f} s deadline (EIO)"
+            )
             raise pyfuse3.FUSEError(errno.EIO) from None
-        except Exception:
+        except Exception as exc:
             log.exception("%s failed unexpectedly: EIO", fn.__name__)
+            METRICS.error(f"{fn.__name__}: failed unexpectedly: {type(exc).__name__}: {exc} (EIO)")
             raise pyfuse3.FUSEError(errno.EIO) from None
         except BaseException as exc:
             if not _only_cancellations(exc):
@@ -139,6 +155,7 @@ def fuse_handler(fn: F) -> F:
                 fn.__name__,
                 exc_info=exc,
             )
+            METRICS.error(f"{fn.__name__}: a stray cancellation (a bug; EIO)")
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper  # type: ignore[return-value]

@@ -225,3 +225,21 @@ def test_bad_input_is_one_line(tmp_path: Path, mounted: Mount) -> None:
     with pytest.raises(OSError) as info:
         os.getxattr(folder, "user.remotefs.control")  # only the root names the socket
     assert info.value.errno == errno.ENODATA
+
+
+def test_status_counts_the_errors_the_mount_answered(demo_tree: Path, tmp_path: Path) -> None:
+    with emulated(demo_tree, tmp_path) as emu, platform_mount("sevenbridges", emu, tmp_path) as m:
+        target = m.path / "bam" / "ex1.bam"
+        with pytest.raises(FileNotFoundError):  # a name that is not there: no failure
+            os.stat(m.path / "bam" / "ex1.bam.csi")
+        before = status_json(m.path)
+        assert (before["errors_answered"], before["last_error"]) == (0, None)
+        emu.configure(revoked=[os.getxattr(target, "user.remotefs.id").decode()])
+        with pytest.raises(PermissionError):
+            target.read_bytes()
+        after = status_json(m.path)
+        assert after["errors_answered"] >= 1
+        message = after["last_error"]["message"]
+        assert message.startswith("read: ") and "ex1.bam" in message, message
+        assert message.endswith("access denied) (EACCES)"), message
+        assert remotefs("status", m.path).stdout.count(f"last error   {message}") == 1
