@@ -85,6 +85,10 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def cache_state(size: int, held: int) -> str:
+    # A zero-byte file is "full" on purpose: it is complete, reading it costs no request, and
+    # a folder of such files is as ready to read offline as one of held files (``remotefs
+    # warm --check`` says the same: ``client.describe``). "none" would say there is
+    # something left to fetch. The same goes for a folder with no files known.
     if held >= size:
         return "full"
     if held <= 0:
