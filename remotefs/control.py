@@ -21,6 +21,15 @@ in the mount returns): the client walks the tree through the mount itself.
 - ``{"op": "check", "inodes": [...]}`` → a ``file`` event per file (size, held, pinned).
 - ``{"op": "evict", "inodes": [...]}`` → a ``file`` event per file, its bytes and pin gone.
 - ``{"op": "status"}`` → one ``status`` event: :func:`Status.snapshot`.
+
+Inodes are JSON integers (``1 <= n < 2**64``; not ``1.0``, ``true`` or ``1e400``), ``jobs``
+a positive integer (at most 64 are used), ``pin`` a boolean. Anything else (not JSON,
+nested too deep, another type) is answered ``error`` ("bad request: …"); a cache that
+cannot be changed (a disk error) is an ``error`` (pin) or a failed ``file`` (evict).
+
+**Nothing a client does ends the mount**: each connection is served under a guard that
+logs what escapes it (a client gone mid-answer at DEBUG, anything else at WARNING with its
+traceback) and closes that connection only.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import logging
 import math
 import os
 import socket
+import sqlite3
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +67,12 @@ MAX_SOCKET_PATH = 100
 """Bytes a unix socket path may have here (the kernel's limit is 107)."""
 MAX_REQUEST = 16 << 20
 """Bytes of one request line at most (a list of inodes)."""
+MAX_INODE = 1 << 64
+OPS = frozenset({"status", "check", "evict", "warm"})
+DEFAULT_JOBS, MAX_JOBS = 12, 64
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError)
+"""What sending to (or reading from) a client that hung up raises."""
+_DISK_ERRORS = (OSError, sqlite3.Error)
 
 
 def socket_path(directory: Path) -> Path:
@@ -72,6 +88,52 @@ def socket_path(directory: Path) -> Path:
         raise PermissionError(f"{private} is not a private directory of this user")
     digest = hashlib.sha256(os.fsencode(directory)).hexdigest()[:16]
     return private / f"{digest}.sock"
+
+
+class BadRequest(ValueError):
+    """A request the protocol does not allow: answered ``error``, never fatal."""
+
+
+@dataclass(frozen=True)
+class Request:
+    op: str
+    inodes: tuple[int, ...] = ()
+    """Without repeats, in the order given."""
+    pin: bool = False
+    jobs: int = DEFAULT_JOBS
+
+
+def _is_int(value: object, low: int, high: float) -> bool:
+    return type(value) is int and low <= value < high  # not bool, not float
+
+
+def parse_request(line: bytes) -> Request:
+    """A request line, checked; ``BadRequest`` (with a short reason) for anything else."""
+    try:
+        raw = json.loads(line)
+    except RecursionError:
+        raise BadRequest("JSON nested too deep") from None
+    except ValueError as exc:  # not JSON, not UTF-8, an integer of thousands of digits
+        raise BadRequest(f"not a JSON line ({str(exc)[:100]})") from None
+    if not isinstance(raw, dict):
+        raise BadRequest("expected a JSON object")
+    op = raw.get("op")
+    if not isinstance(op, str) or op not in OPS:
+        raise BadRequest(f"unknown op {str(op)[:40]!r}")
+    if op == "status":
+        return Request(op)
+    inodes = raw.get("inodes")
+    if not isinstance(inodes, list) or not all(_is_int(i, 1, MAX_INODE) for i in inodes):
+        raise BadRequest("inodes: expected a list of inode numbers (positive integers)")
+    jobs = raw.get("jobs")
+    if jobs is None:
+        jobs = DEFAULT_JOBS
+    elif not _is_int(jobs, 1, math.inf):
+        raise BadRequest("jobs: expected a positive integer")
+    pin = raw.get("pin", False)
+    if not isinstance(pin, bool):
+        raise BadRequest("pin: expected true or false")
+    return Request(op, tuple(dict.fromkeys(inodes)), pin, min(MAX_JOBS, jobs))
 
 
 @dataclass
@@ -149,7 +211,13 @@ def _rss() -> int:
 
 
 class ControlServer:
-    def __init__(self, path: Path, namespace: Namespace, cache: BlockCache, status: Status) -> None:
+    def __init__(
+        self,
+        path: Path,
+        namespace: Namespace,
+        cache: BlockCache,
+        status: Status,
+    ) -> None:
         self.path = path
         self.namespace = namespace
         self.cache = cache
@@ -174,39 +242,52 @@ class ControlServer:
                 self.path.unlink()
 
     async def _serve(self, stream: trio.SocketStream) -> None:
+        """One connection, under the guard: whatever escapes it ends this connection only.
+
+        Errors raised inside the warm's nursery arrive as exception groups (a client that
+        hangs up mid-stream: ``BrokenResourceError`` from sending a progress event), hence
+        ``except*``. A cancellation (the mount shutting down) passes through."""
         async with stream:
-            if not _trusted(stream.socket):
-                return
 
             async def emit(event: dict[str, Any]) -> None:
                 await stream.send_all(json.dumps(event).encode() + b"\n")
 
             try:
-                request = json.loads(await _read_line(stream))
-                await self._answer(request, emit, stream)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return  # the client went away (Ctrl-C): what it started has stopped
-            except (ValueError, KeyError, TypeError) as exc:
-                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                    await emit({"event": "error", "message": f"bad request: {exc}"})
+                if _trusted(stream.socket):
+                    await self._connection(stream, emit)
+            except* _GONE:
+                log.debug("control socket: a client went away before its answer was complete")
+            except* Exception as group:
+                log.warning(
+                    "control socket: a request failed unexpectedly (the mount goes on)",
+                    exc_info=group,
+                )
+                failed = {"event": "error", "message": "the mount failed to answer; see its log"}
+                with contextlib.suppress(*_GONE):
+                    await emit(failed)
 
-    async def _answer(self, request: dict[str, Any], emit: Emit, stream: trio.SocketStream) -> None:
-        op = request["op"]
-        if op == "status":
+    async def _connection(self, stream: trio.SocketStream, emit: Emit) -> None:
+        try:
+            request = parse_request(await _read_line(stream))
+        except BadRequest as exc:
+            await emit({"event": "error", "message": f"bad request: {exc}"})
+            return
+        await self._answer(request, emit, stream)
+
+    async def _answer(self, request: Request, emit: Emit, stream: trio.SocketStream) -> None:
+        if request.op == "status":
             await emit({"event": "status", **self.status.snapshot()})
             return
-        if op not in ("check", "evict", "warm"):
-            raise ValueError(f"unknown op {op!r}")
         entries = []
-        for inode in request["inodes"]:
+        for inode in request.inodes:
             try:
-                node = self.namespace.node(int(inode))
+                node = self.namespace.node(inode)
             except NotFound:
                 await emit({"event": "file", "inode": inode, "ok": False, "error": "not found"})
                 continue
             if not node.entry.is_dir:
-                entries.append((int(inode), node.entry))
-        if op == "check":
+                entries.append((inode, node.entry))
+        if request.op == "check":
             for inode, entry in entries:
                 await emit(
                     {
@@ -218,9 +299,15 @@ class ControlServer:
                         "pinned": self.cache.pinned(entry),
                     }
                 )
-        elif op == "evict":
+        elif request.op == "evict":
             for inode, entry in entries:
-                await self.cache.evict(entry)
+                try:
+                    await self.cache.evict(entry)
+                except _DISK_ERRORS as exc:
+                    reason = f"the disk cache cannot be changed: {exc}"
+                    log.warning("evicting %s: %s", entry.name, reason)
+                    await emit({"event": "file", "inode": inode, "ok": False, "error": reason})
+                    continue
                 await emit({"event": "file", "inode": inode, "ok": True})
         elif not await self._warm(entries, request, emit, stream):
             return
@@ -229,13 +316,13 @@ class ControlServer:
     async def _warm(
         self,
         entries: list[tuple[int, RemoteEntry]],
-        request: dict[str, Any],
+        request: Request,
         emit: Emit,
         stream: trio.SocketStream,
     ) -> bool:
         """Warm (and pin) ``entries``, emitting progress; False if refused before starting."""
-        jobs = max(1, min(64, int(request.get("jobs") or 12)))
-        if request.get("pin"):
+        jobs = request.jobs
+        if request.pin:
             pinned = self.cache.pins()
             new = [e for _, e in entries if not self.cache.pinned(e)]
             total = sum(pinned.values()) + sum(e.size for e in new)
@@ -250,7 +337,18 @@ class ControlServer:
                     }
                 )
                 return False
-            await self.cache.pin([e for _, e in entries])
+            try:
+                await self.cache.pin([e for _, e in entries])
+            except _DISK_ERRORS as exc:
+                log.warning("pinning: the disk cache cannot be changed: %s", exc)
+                await emit(
+                    {
+                        "event": "error",
+                        "message": f"the disk cache cannot be changed ({exc}); nothing was "
+                        "pinned or fetched",
+                    }
+                )
+                return False
         await emit(
             {"event": "start", "files": len(entries), "bytes": sum(e.size for _, e in entries)}
         )
@@ -295,15 +393,15 @@ async def _cancel_when_closed(stream: trio.SocketStream, scope: trio.CancelScope
 
 
 async def _read_line(stream: trio.SocketStream) -> bytes:
-    data = b""
+    data = bytearray()
     while not data.endswith(b"\n"):
         chunk = await stream.receive_some(1 << 16)
         if not chunk:
             break
-        data += chunk
+        data += chunk  # a bytearray grows in place: linear in the request's size
         if len(data) > MAX_REQUEST:
-            raise ValueError("request too large")
-    return data
+            raise BadRequest(f"larger than {MAX_REQUEST} bytes")
+    return bytes(data)
 
 
 def _trusted(sock: trio.socket.SocketType) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -243,3 +244,55 @@ def test_status_counts_the_errors_the_mount_answered(demo_tree: Path, tmp_path: 
         assert message.startswith("read: ") and "ex1.bam" in message, message
         assert message.endswith("access denied) (EACCES)"), message
         assert remotefs("status", m.path).stdout.count(f"last error   {message}") == 1
+
+
+def control_socket_of(mount: Mount) -> bytes:
+    return os.getxattr(mount.path, "user.remotefs.control")
+
+
+def hung_up(sock: socket.socket, timeout: float = 30) -> None:
+    """Wait until the mount has closed its end of ``sock`` (which has shut its own reading
+    end): EPOLLHUP, reported whatever the mask."""
+    with select.epoll() as poll:
+        poll.register(sock.fileno(), 0)
+        assert poll.poll(timeout), "the mount did not close the connection"
+
+
+def test_the_control_socket_survives_any_client(demo_tree: Path, tmp_path: Path) -> None:
+    """Nothing a client sends or does ends the mount: malformed requests are answered,
+    clients that hang up (at once, or mid-stream of a warm's progress) end their own
+    request only."""
+    with emulated(demo_tree, tmp_path, "--latency-ms", "20") as emu:
+        with platform_mount("sevenbridges", emu, tmp_path, "--cache-size", "64M") as m:
+            path = control_socket_of(m)
+            big = os.stat(m.path / BIG).st_ino
+            for payload in [
+                b'{"op": "warm", "inodes": [1e400]}\n',
+                b'{"op": "check", "inodes": [2], "jobs": 1e400}\n',
+                b'{"op": "check", "inodes": [2.5]}\n',
+                b"[" * 100_000 + b"\n",
+                b"\xff\n",
+            ]:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.connect(path)
+                    sock.sendall(payload)
+                    answer = json.loads(sock.makefile("rb").readline())
+                assert answer["event"] == "error", payload[:40]
+                assert answer["message"].startswith("bad request: "), answer
+            warm = json.dumps({"op": "warm", "inodes": [big], "jobs": 12}).encode() + b"\n"
+            for _ in range(5):  # a request, then gone at once
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.connect(path)
+                    sock.sendall(warm)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(path)
+                sock.sendall(warm)
+                events = sock.makefile("rb")
+                while json.loads(events.readline())["event"] != "progress":
+                    pass
+                # It reads no more: the mount's next send fails (EPIPE) mid-warm.
+                sock.shutdown(socket.SHUT_RD)
+                hung_up(sock)
+            assert status_json(m.path)["pid"] == m.pid and m.proc.poll() is None
+        log = (tmp_path / "m.log").read_text()
+        assert "Traceback" not in log and "failed unexpectedly" not in log
