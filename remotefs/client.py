@@ -245,8 +245,9 @@ def render(s: dict[str, Any]) -> str:
         f"reads {s['reads']}, from the cache "
         + (f"{s['hit_ratio']:.0%}" if s["hit_ratio"] is not None else "-"),
         f"  disk cache   {size(s['disk_cache']['used_bytes'])} of "
-        f"{size(s['disk_cache']['limit_bytes'])}; pinned {s['pins']['files']} files, "
-        f"{size(s['pins']['bytes'])} of {size(s['pins']['limit_bytes'])} allowed",
+        f"{size(s['disk_cache']['limit_bytes'])}; pinned {s['pins']['files']} files "
+        f"({size(s['pins']['bytes'])}), taking {size(s['pins']['slot_bytes'])} of "
+        f"{size(s['pins']['limit_bytes'])} allowed",
         f"  memory       {size(s['memory']['rss_bytes'])} resident, "
         f"{size(s['memory']['cache_bytes'])} of it cached bytes",
         f"  in flight    {s['in_flight']['fetches']} fetches, {size(s['in_flight']['bytes'])}",

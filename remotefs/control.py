@@ -15,7 +15,8 @@ in the mount returns): the client walks the tree through the mount itself.
 
 - ``{"op": "warm", "inodes": [...], "pin": bool, "jobs": N}`` → ``start`` (files, bytes),
   ``progress`` (bytes), ``file`` (inode, ok, error) per file, ``done``. With ``pin``, the
-  pins are checked against ``PIN_SHARE`` of the cache and made before anything is fetched
+  pins are checked against ``PIN_SHARE`` of the cache's slots (``remotefs.cache.store``) and
+  made before anything is fetched
   (``error`` and nothing changed when they would not fit). A client that goes away (Ctrl-C)
   stops the warm; what was fetched stays.
 - ``{"op": "check", "inodes": [...]}`` → a ``file`` event per file (size, held, pinned).
@@ -52,6 +53,8 @@ from typing import Any
 import trio
 
 from remotefs.cache.blockcache import BlockCache
+from remotefs.cache.extents import CHUNK_SIZE
+from remotefs.cache.store import PinsTooLarge
 from remotefs.errors import NotFound, RemoteError
 from remotefs.fs.namespace import Namespace
 from remotefs.http.ratelimit import RateLimitState
@@ -60,8 +63,6 @@ from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
 
-PIN_SHARE = 0.5
-"""Pins never exceed this share of ``--cache-size``: the rest stays for readers."""
 SOCKET_NAME = "control.sock"
 MAX_SOCKET_PATH = 100
 """Bytes a unix socket path may have here (the kernel's limit is 107)."""
@@ -187,7 +188,8 @@ class Status:
             "pins": {
                 "files": len(pins),
                 "bytes": sum(pins.values()),
-                "limit_bytes": int(self.cache_size * PIN_SHARE),
+                "slot_bytes": self.cache.disk.pinned_slots() * CHUNK_SIZE,
+                "limit_bytes": self.cache.disk.pin_slots * CHUNK_SIZE,
             },
             "memory": {"rss_bytes": _rss(), "cache_bytes": self.cache.memory_in_use},
             "in_flight": {"fetches": fetches, "bytes": fetching},
@@ -323,31 +325,9 @@ class ControlServer:
         """Warm (and pin) ``entries``, emitting progress; False if refused before starting."""
         jobs = request.jobs
         if request.pin:
-            pinned = self.cache.pins()
-            new = [e for _, e in entries if not self.cache.pinned(e)]
-            total = sum(pinned.values()) + sum(e.size for e in new)
-            allowed = int(self.status.cache_size * PIN_SHARE)
-            if total > allowed:
-                await emit(
-                    {
-                        "event": "error",
-                        "message": f"pinning these {len(new)} files would pin {_size(total)}, "
-                        f"more than the {_size(allowed)} allowed (half of --cache-size); "
-                        "nothing was pinned or fetched",
-                    }
-                )
-                return False
-            try:
-                await self.cache.pin([e for _, e in entries])
-            except _DISK_ERRORS as exc:
-                log.warning("pinning: the disk cache cannot be changed: %s", exc)
-                await emit(
-                    {
-                        "event": "error",
-                        "message": f"the disk cache cannot be changed ({exc}); nothing was "
-                        "pinned or fetched",
-                    }
-                )
+            refused = await self._pin([e for _, e in entries])
+            if refused is not None:
+                await emit({"event": "error", "message": refused})
                 return False
         await emit(
             {"event": "start", "files": len(entries), "bytes": sum(e.size for _, e in entries)}
@@ -383,6 +363,22 @@ class ControlServer:
                     await emit(event)
             nursery.cancel_scope.cancel()
         return True
+
+    async def _pin(self, entries: list[RemoteEntry]) -> str | None:
+        """Pin ``entries`` (all or none); why not, if refused."""
+        try:
+            await self.cache.pin(entries)
+        except PinsTooLarge as exc:
+            return (
+                f"pinning these {exc.files} files would pin {_size(exc.slots * CHUNK_SIZE)} "
+                "(the cache keeps files in 1 MiB slots: each file takes its size rounded up), "
+                f"more than the {_size(exc.allowed * CHUNK_SIZE)} allowed (half of "
+                "--cache-size); nothing was pinned or fetched"
+            )
+        except _DISK_ERRORS as exc:
+            log.warning("pinning: the disk cache cannot be changed: %s", exc)
+            return f"the disk cache cannot be changed ({exc}); nothing was pinned or fetched"
+        return None
 
 
 async def _cancel_when_closed(stream: trio.SocketStream, scope: trio.CancelScope) -> None:

@@ -602,6 +602,7 @@ class BlockCache:
         return self._file_text(entry) in self.disk.pins()
 
     async def pin(self, entries: list[RemoteEntry]) -> None:
+        """Pin ``entries``, all or none: ``PinsTooLarge`` if they would not fit."""
         files = {self._file_text(e): e.size for e in entries}
         await trio.to_thread.run_sync(self.disk.pin, files)
 

@@ -261,7 +261,7 @@ def hung_up(sock: socket.socket, timeout: float = 30) -> None:
 def test_the_control_socket_survives_any_client(demo_tree: Path, tmp_path: Path) -> None:
     """Nothing a client sends or does ends the mount: malformed requests are answered,
     clients that hang up (at once, or mid-stream of a warm's progress) end their own
-    request only."""
+    request only. And pins are counted in the cache's 1 MiB slots, not in bytes."""
     with emulated(demo_tree, tmp_path, "--latency-ms", "20") as emu:
         with platform_mount("sevenbridges", emu, tmp_path, "--cache-size", "64M") as m:
             path = control_socket_of(m)
@@ -294,5 +294,12 @@ def test_the_control_socket_survives_any_client(demo_tree: Path, tmp_path: Path)
                 sock.shutdown(socket.SHUT_RD)
                 hung_up(sock)
             assert status_json(m.path)["pid"] == m.pid and m.proc.poll() is None
+            emu.reset()
+            many = m.path / "many"
+            done = remotefs("warm", "-r", "--pin", "--quiet", many)
+            assert done.returncode == 2, done.stderr
+            assert "more than the 32.0 MiB allowed" in done.stderr, done.stderr
+            assert storage_requests(emu) == 0
+            assert cache_state(many).endswith(", 0 pinned)"), cache_state(many)
         log = (tmp_path / "m.log").read_text()
         assert "Traceback" not in log and "failed unexpectedly" not in log

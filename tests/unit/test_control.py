@@ -202,3 +202,26 @@ async def test_a_disk_that_fails_is_an_answer_not_a_crash(
     assert events[0]["event"] == "file" and not events[0]["ok"]
     assert "No space left on device" in events[0]["error"]
     assert events[1:] == [{"event": "done"}]
+
+
+async def test_pins_are_counted_in_slots(server: Server) -> None:
+    """32 slots may be pinned (half of 64): three 8 MiB files fit (24), but not with 9 more
+    files of one byte each (9 slots: each takes a whole slot on disk)."""
+    small = [RemoteEntry(f"s{i}", f"s{i}", False, size=1, version="v1") for i in range(9)]
+    await server.cache.pin(small)
+    request = {"op": "warm", "inodes": server.inodes, "pin": True}
+    (error,) = await server.ask(json.dumps(request).encode() + b"\n")
+    assert error["event"] == "error"
+    assert (
+        "would pin 33.0 MiB" in error["message"] and "than the 32.0 MiB allowed" in error["message"]
+    )
+    assert server.backend.fetched == 0 and not any(server.cache.pinned(f) for f in FILES)
+    events = await server.ask(json.dumps({"op": "evict", "inodes": server.inodes}).encode() + b"\n")
+    assert events[-1] == {"event": "done"}
+    (status,) = await server.ask(b'{"op": "status"}\n')
+    assert status["pins"] == {
+        "files": 9,
+        "bytes": 9,
+        "slot_bytes": 9 * CHUNK_SIZE,
+        "limit_bytes": 32 * CHUNK_SIZE,
+    }
