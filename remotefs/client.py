@@ -13,6 +13,7 @@ and what was fetched stays.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -49,6 +50,11 @@ def control_socket(mountpoint: Path) -> Path:
     try:
         return Path(os.fsdecode(os.getxattr(mountpoint, CONTROL_XATTR)))
     except OSError as exc:
+        if exc.errno == errno.ENODATA:
+            raise ClientError(
+                f"{mountpoint}: the mount has no control socket (its log says why), or it is "
+                "an older remotefs"
+            ) from None
         raise ClientError(
             f"{mountpoint}: the mount does not answer ({exc.strerror}); is it an older remotefs?"
         ) from None

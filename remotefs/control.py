@@ -4,7 +4,10 @@ A unix socket, private to the mounting user, served by the running mount (so a w
 bytes go through the mount's own block cache: single-flight with readers, one rate budget):
 
 - the socket sits in the endpoint's cache directory (0700), or, when that path is too long
-  for a socket address, in ``/tmp/remotefs-UID/`` (made 0700, and checked to be ours);
+  for a socket address, in ``$XDG_RUNTIME_DIR/remotefs/`` (when set) or
+  ``/tmp/remotefs-UID/``, made 0700 and checked to be ours and private: a directory that is
+  not (another user made it first) costs the mount its control socket (one WARNING), never
+  the mount;
 - the mount names it in the ``user.remotefs.control`` extended attribute of its root, which
   is how ``remotefs warm``/``status`` find it from any path inside the mount;
 - a peer is accepted only if its uid (``SO_PEERCRED``) is the mount's or root's.
@@ -43,6 +46,7 @@ import math
 import os
 import socket
 import sqlite3
+import stat
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -76,19 +80,65 @@ _GONE = (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError)
 _DISK_ERRORS = (OSError, sqlite3.Error)
 
 
-def socket_path(directory: Path) -> Path:
-    """Where the control socket of the mount whose cache is ``directory`` lives."""
+def socket_path(directory: Path) -> Path | None:
+    """Where the control socket of the mount whose cache is ``directory`` lives; ``None``
+    (one WARNING) when the only place for it is a directory that is not ours alone."""
     path = directory / SOCKET_NAME
     if len(os.fsencode(path)) <= MAX_SOCKET_PATH:
         return path
-    private = Path(f"/tmp/remotefs-{os.getuid()}")
-    with contextlib.suppress(FileExistsError):
-        private.mkdir(mode=0o700)
-    st = private.lstat()
-    if st.st_uid != os.getuid() or st.st_mode & 0o077 or not private.is_dir():
-        raise PermissionError(f"{private} is not a private directory of this user")
     digest = hashlib.sha256(os.fsencode(directory)).hexdigest()[:16]
-    return private / f"{digest}.sock"
+    candidates = [Path(f"/tmp/remotefs-{os.getuid()}")]
+    runtime = _runtime_dir()
+    if runtime is not None:
+        candidates.insert(0, runtime / "remotefs")
+    for private in candidates:
+        if len(os.fsencode(private / f"{digest}.sock")) > MAX_SOCKET_PATH:
+            continue
+        problem = _private_directory(private)
+        if problem is None:
+            return private / f"{digest}.sock"
+        log.warning(
+            "no control socket for this mount (remotefs warm and status will not reach it): "
+            "%s; remove it, or give the mount a shorter --cache-dir",
+            problem,
+        )
+        return None
+    log.warning(
+        "no control socket for this mount: no short enough place for it; give the mount a "
+        "shorter --cache-dir"
+    )
+    return None
+
+
+def _runtime_dir() -> Path | None:
+    """``$XDG_RUNTIME_DIR`` if it is set and is a directory of this user (not one a ``sudo
+    -E`` or an old session left in the environment), else ``None``."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if not os.path.isabs(runtime):
+        return None
+    try:
+        st = os.stat(runtime)
+    except OSError:
+        return None
+    return Path(runtime) if stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() else None
+
+
+def _private_directory(path: Path) -> str | None:
+    """Make ``path`` (0700) unless it exists; what is wrong with it, or ``None`` if it is a
+    directory of this user that nobody else may enter."""
+    try:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        st = path.lstat()
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    if not stat.S_ISDIR(st.st_mode):
+        return f"{path} is not a directory"
+    if st.st_uid != os.getuid():
+        return f"{path} belongs to uid {st.st_uid}, not to this user ({os.getuid()})"
+    if st.st_mode & 0o077:
+        return f"{path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}, not 0700)"
+    return None
 
 
 class BadRequest(ValueError):

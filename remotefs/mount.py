@@ -178,7 +178,9 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             mounted = True
             try:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(ControlServer(control, names, cache, status).run)
+                    if control is not None:
+                        server = ControlServer(control, names, cache, status)
+                        await nursery.start(server.run)
                     await nursery.start(cache.run)
                     if records is not None:
                         await nursery.start(records.run)

@@ -7,10 +7,12 @@ import errno
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -303,3 +305,31 @@ def test_the_control_socket_survives_any_client(demo_tree: Path, tmp_path: Path)
             assert cache_state(many).endswith(", 0 pinned)"), cache_state(many)
         log = (tmp_path / "m.log").read_text()
         assert "Traceback" not in log and "failed unexpectedly" not in log
+
+
+def test_a_control_directory_of_another_user_costs_the_socket_not_the_mount(
+    demo_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("making a directory of another user takes root")
+    expected = mount_files(demo_tree, "sevenbridges")["bam/ex1.bam"].read()
+    runtime = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    try:
+        (runtime / "remotefs").mkdir(mode=0o700)
+        os.chown(runtime / "remotefs", 65534, 65534)  # made first by someone else
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        cache = tmp_path / ("c" * 100)  # too long a path for a socket there
+        with emulated(demo_tree, tmp_path) as emu:  # noqa: SIM117
+            with platform_mount("sevenbridges", emu, tmp_path, cache=cache) as m:
+                assert (m.path / "bam" / "ex1.bam").read_bytes() == expected
+                with pytest.raises(OSError) as info:
+                    control_socket_of(m)
+                assert info.value.errno == errno.ENODATA
+                status = remotefs("status", m.path)
+                assert status.returncode == 2 and "has no control socket" in status.stderr
+        assert os.listdir(runtime / "remotefs") == []
+        log = (tmp_path / "m.log").read_text()
+        assert log.count("WARNING") == 1 and "belongs to uid 65534" in log, log
+        assert "Traceback" not in log
+    finally:
+        shutil.rmtree(runtime)

@@ -1,6 +1,6 @@
 """The control server alone (a real unix socket, a real block cache, a fake platform): what
 it answers to requests it must refuse, to clients that hang up, and to a disk that fails;
-The same server in a real mount: ``tests/mount/test_control.py``."""
+and where its socket goes. The same server in a real mount: ``tests/mount/test_control.py``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import trio
 
 from remotefs.cache.blockcache import BlockCache
 from remotefs.cache.extents import CHUNK_SIZE
-from remotefs.control import ControlServer, Status, parse_request
+from remotefs.control import MAX_SOCKET_PATH, ControlServer, Status, parse_request, socket_path
 from remotefs.emulator.content import GeneratedContent
 from remotefs.fs.namespace import ROOT_INODE, Namespace
 from remotefs.model import RemoteEntry
@@ -225,3 +225,36 @@ async def test_pins_are_counted_in_slots(server: Server) -> None:
         "slot_bytes": 9 * CHUNK_SIZE,
         "limit_bytes": 32 * CHUNK_SIZE,
     }
+
+
+def test_the_socket_goes_to_the_runtime_dir_when_the_cache_path_is_too_long(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    runtime = Path(f"/tmp/rt{os.getpid()}")
+    runtime.mkdir(mode=0o700)
+    try:
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        short = tmp_path / "c"
+        assert socket_path(short) == short / "control.sock"
+        long = tmp_path / ("c" * MAX_SOCKET_PATH)
+        path = socket_path(long)
+        assert path is not None and path.parent == runtime / "remotefs"
+        assert (runtime / "remotefs").stat().st_mode & 0o777 == 0o700
+        assert socket_path(long) == path  # the same each time
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime / "gone"))  # stale: /tmp's then
+        assert socket_path(long) == Path(f"/tmp/remotefs-{os.getuid()}") / path.name
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        # Another user's directory, or one open to others: no socket, one WARNING, no raise.
+        os.chmod(runtime / "remotefs", 0o755)
+        caplog.set_level(logging.WARNING, logger="remotefs.control")
+        assert socket_path(long) is None
+        assert "open to other users" in caplog.text and len(caplog.records) == 1
+        os.chmod(runtime / "remotefs", 0o700)
+        if os.geteuid() == 0:
+            os.chown(runtime / "remotefs", 65534, 65534)
+            caplog.clear()
+            assert socket_path(long) is None
+            assert "belongs to uid 65534" in caplog.text and len(caplog.records) == 1
+    finally:
+        for leftover in (runtime / "remotefs", runtime):
+            os.rmdir(leftover)
