@@ -262,6 +262,14 @@ def _rss() -> int:
     return 0
 
 
+Invalidate = Callable[[int], Awaitable[None]]
+"""Drop what the kernel caches of an inode's bytes (its page cache)."""
+
+
+async def _keep_kernel_cache(inode: int) -> None:
+    """No kernel to tell (tests that run the server alone)."""
+
+
 class ControlServer:
     def __init__(
         self,
@@ -269,11 +277,15 @@ class ControlServer:
         namespace: Namespace,
         cache: BlockCache,
         status: Status,
+        invalidate: Invalidate = _keep_kernel_cache,
     ) -> None:
+        """``invalidate``: called for each evicted file, so that the kernel's page cache
+        (files are opened with ``keep_cache``) does not go on serving its bytes."""
         self.path = path
         self.namespace = namespace
         self.cache = cache
         self.status = status
+        self.invalidate = invalidate
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -360,6 +372,7 @@ class ControlServer:
                     log.warning("evicting %s: %s", entry.name, reason)
                     await emit({"event": "file", "inode": inode, "ok": False, "error": reason})
                     continue
+                await self.invalidate(inode)
                 await emit({"event": "file", "inode": inode, "ok": True})
         elif not await self._warm(entries, request, emit, stream):
             return

@@ -295,7 +295,9 @@ class Operations(pyfuse3.Operations):
         # keep_cache: the page cache stays valid while the version is unchanged (the inode's
         # entry is only replaced by a listing refresh; the cache key carries the version).
         # A sniffer's handle is direct I/O: the kernel sends exactly what it reads, no more.
-        return pyfuse3.FileInfo(fh=FileHandleT(fh), keep_cache=not sniffer, direct_io=sniffer)
+        # It keeps the cache too: an open without keep_cache drops the pages that other
+        # readers of the file have cached (a file manager would make them fetch again).
+        return pyfuse3.FileInfo(fh=FileHandleT(fh), keep_cache=True, direct_io=sniffer)
 
     def _sibling_finder(self, parent: int | None) -> Callable[[bytes], RemoteEntry | None]:
         """Names → entries in the folder a file was opened from, as far as memory knows."""

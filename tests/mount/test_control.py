@@ -307,6 +307,23 @@ def test_the_control_socket_survives_any_client(demo_tree: Path, tmp_path: Path)
         assert "Traceback" not in log and "failed unexpectedly" not in log
 
 
+def test_evict_drops_the_kernels_cached_pages(demo_tree: Path, tmp_path: Path) -> None:
+    expected = mount_files(demo_tree, "sevenbridges")["bam/ex1.bam"].read()
+    with emulated(demo_tree, tmp_path) as emu, platform_mount("sevenbridges", emu, tmp_path) as m:
+        target = m.path / "bam" / "ex1.bam"
+        assert target.read_bytes() == expected
+        reads = status_json(m.path)["reads"]
+        assert target.read_bytes() == expected
+        assert status_json(m.path)["reads"] == reads  # the kernel's page cache answered
+        done = remotefs("warm", "--evict", target)
+        assert done.returncode == 0, done.stderr
+        assert cache_state(target) == "none"
+        emu.reset()
+        assert target.read_bytes() == expected
+        assert status_json(m.path)["reads"] > reads  # asked of the mount again...
+        assert emu.requests("sb.storage") == 1  # ...and fetched again, the whole small file
+
+
 def test_a_control_directory_of_another_user_costs_the_socket_not_the_mount(
     demo_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -73,6 +73,7 @@ class Server:
     cache: BlockCache
     inodes: list[int]
     backend: Files
+    invalidated: list[int]
     control: Observed
 
     async def ask(self, payload: bytes) -> list[dict[str, Any]]:
@@ -93,6 +94,11 @@ class Server:
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[Server]:
     backend = Files()
+    invalidated: list[int] = []
+
+    async def invalidate(inode: int) -> None:
+        invalidated.append(inode)
+
     async with trio.open_nursery() as nursery:
         cache = BlockCache(
             tmp_path / "cache", size_limit=64 * CHUNK_SIZE, fetch=backend.read, namespace="t"
@@ -102,10 +108,10 @@ async def server(tmp_path: Path) -> AsyncIterator[Server]:
         inodes = [(await names.lookup(ROOT_INODE, f.name.encode())).inode for f in FILES]
         status = Status(tmp_path / "m", "test", "t", cache, 64 * CHUNK_SIZE, None)
         path = tmp_path / "control.sock"
-        control = Observed(path, names, cache, status)
+        control = Observed(path, names, cache, status, invalidate)
         await nursery.start(control.run)
         # Anything escaping a connection would end this nursery, and the test with it.
-        yield Server(path, cache, inodes, backend, control)
+        yield Server(path, cache, inodes, backend, invalidated, control)
         backend.gate.set()
         nursery.cancel_scope.cancel()
     cache.close()
@@ -202,6 +208,7 @@ async def test_a_disk_that_fails_is_an_answer_not_a_crash(
     assert events[0]["event"] == "file" and not events[0]["ok"]
     assert "No space left on device" in events[0]["error"]
     assert events[1:] == [{"event": "done"}]
+    assert server.invalidated == []  # nothing was evicted
 
 
 async def test_pins_are_counted_in_slots(server: Server) -> None:
@@ -217,7 +224,7 @@ async def test_pins_are_counted_in_slots(server: Server) -> None:
     )
     assert server.backend.fetched == 0 and not any(server.cache.pinned(f) for f in FILES)
     events = await server.ask(json.dumps({"op": "evict", "inodes": server.inodes}).encode() + b"\n")
-    assert events[-1] == {"event": "done"}
+    assert events[-1] == {"event": "done"} and server.invalidated == server.inodes
     (status,) = await server.ask(b'{"op": "status"}\n')
     assert status["pins"] == {
         "files": 9,
