@@ -396,27 +396,30 @@ class ControlServer:
             {"event": "start", "files": len(entries), "bytes": sum(e.size for _, e in entries)}
         )
         send, receive = trio.open_memory_channel[dict[str, Any]](math.inf)
-        files = trio.CapacityLimiter(max(1, jobs // 4))  # files at once; pieces: jobs
+        files = max(1, jobs // 4)  # files at once; pieces: jobs
+        todo = iter(entries)  # shared by the workers: each file is taken once
 
         async def warm_one(inode: int, entry: RemoteEntry) -> None:
-            async with files:
+            def progress(nbytes: int) -> None:
+                send.send_nowait({"event": "progress", "inode": inode, "bytes": nbytes})
 
-                def progress(nbytes: int) -> None:
-                    send.send_nowait({"event": "progress", "inode": inode, "bytes": nbytes})
+            try:
+                await self.cache.warm(entry, jobs=jobs, progress=progress)
+            except (RemoteError, trio.TooSlowError) as exc:
+                send.send_nowait({"event": "file", "inode": inode, "ok": False, "error": str(exc)})
+                return
+            send.send_nowait({"event": "file", "inode": inode, "ok": True})
 
-                try:
-                    await self.cache.warm(entry, jobs=jobs, progress=progress)
-                except (RemoteError, trio.TooSlowError) as exc:
-                    send.send_nowait(
-                        {"event": "file", "inode": inode, "ok": False, "error": str(exc)}
-                    )
-                    return
-                send.send_nowait({"event": "file", "inode": inode, "ok": True})
+        async def worker() -> None:
+            for inode, entry in todo:
+                await warm_one(inode, entry)
 
         async def warm_all() -> None:
+            # ``files`` workers, not a task per file: a warm of 100,000 files holds a few
+            # tasks, not 100,000 of them waiting for their turn.
             async with send, trio.open_nursery() as inner:
-                for inode, entry in entries:
-                    inner.start_soon(warm_one, inode, entry)
+                for _ in range(min(files, len(entries))):
+                    inner.start_soon(worker)
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(warm_all)
