@@ -13,6 +13,7 @@ and what was fetched stays.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -49,28 +50,46 @@ def control_socket(mountpoint: Path) -> Path:
     try:
         return Path(os.fsdecode(os.getxattr(mountpoint, CONTROL_XATTR)))
     except OSError as exc:
+        if exc.errno == errno.ENODATA:
+            raise ClientError(
+                f"{mountpoint}: the mount has no control socket (its log says why), or it is "
+                "an older remotefs"
+            ) from None
         raise ClientError(
             f"{mountpoint}: the mount does not answer ({exc.strerror}); is it an older remotefs?"
         ) from None
 
 
-def ask(socket_path: Path, request: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Send ``request`` to a mount; yield its events (the connection closes when done)."""
+def ask(socket_path: Path, request: dict[str, Any], last: str = "done") -> Iterator[dict[str, Any]]:
+    """Send ``request`` to a mount; yield its events up to the ``last`` one (``done``, or
+    ``status`` for a status). An answer that ends before it (the mount stopped, or closed
+    the connection) is a ``ClientError``, never a quiet success."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         try:
             sock.connect(os.fsencode(socket_path))
+            sock.sendall(json.dumps(request).encode() + b"\n")
         except OSError as exc:
             raise ClientError(f"cannot reach the mount's control socket: {exc.strerror}") from None
-        sock.sendall(json.dumps(request).encode() + b"\n")
         with sock.makefile("rb") as lines:
-            for line in lines:
-                event = json.loads(line)
-                if event.get("event") == "error":
-                    raise ClientError(event.get("message", "the mount refused"))
-                yield event
+            try:
+                for line in lines:
+                    if not line.endswith(b"\n"):
+                        break  # cut short: the connection ended mid-line
+                    event = json.loads(line)
+                    if event.get("event") == "error":
+                        raise ClientError(event.get("message", "the mount refused"))
+                    yield event
+                    if event.get("event") == last:
+                        return
+            except (OSError, ValueError):  # reset, or a line that is not JSON
+                pass
     finally:
         sock.close()
+    raise ClientError(
+        f"the mount stopped answering before the {request.get('op', 'request')} was done "
+        "(did it stop? see its log)"
+    )
 
 
 @dataclass
@@ -196,7 +215,7 @@ def status(mountpoints: list[Path], *, as_json: bool, out: IO[str] = sys.stdout)
     started = time.monotonic()
     reports = []
     for point in points:
-        (event,) = [e for e in ask(control_socket(point), {"op": "status"})]
+        (event,) = [e for e in ask(control_socket(point), {"op": "status"}, last="status")]
         event.pop("event", None)
         event["answered_in_ms"] = round((time.monotonic() - started) * 1000, 1)
         reports.append(event)
@@ -232,8 +251,9 @@ def render(s: dict[str, Any]) -> str:
         f"reads {s['reads']}, from the cache "
         + (f"{s['hit_ratio']:.0%}" if s["hit_ratio"] is not None else "-"),
         f"  disk cache   {size(s['disk_cache']['used_bytes'])} of "
-        f"{size(s['disk_cache']['limit_bytes'])}; pinned {s['pins']['files']} files, "
-        f"{size(s['pins']['bytes'])} of {size(s['pins']['limit_bytes'])} allowed",
+        f"{size(s['disk_cache']['limit_bytes'])}; pinned {s['pins']['files']} files "
+        f"({size(s['pins']['bytes'])}), taking {size(s['pins']['slot_bytes'])} of "
+        f"{size(s['pins']['limit_bytes'])} allowed",
         f"  memory       {size(s['memory']['rss_bytes'])} resident, "
         f"{size(s['memory']['cache_bytes'])} of it cached bytes",
         f"  in flight    {s['in_flight']['fetches']} fetches, {size(s['in_flight']['bytes'])}",

@@ -3,9 +3,10 @@
 One :data:`METRICS` per process (a mount runs in a process of its own). It is fed where the
 facts are: :func:`remotefs.http.send.send` records every logical request (its kind, its
 attempts, whether it failed in the end, its body bytes), the block cache every read (a hit
-needs no fetch), the FUSE handlers every error they answer. ``remotefs status`` and the
-Prometheus endpoint read it (``remotefs.control``, ``remotefs.prometheus``); nothing here
-does I/O, and recording is a few integer additions.
+needs no fetch), the FUSE handlers every failure they answer (``fuse_handler`` in
+``remotefs.fs.operations``). ``remotefs status`` and the Prometheus endpoint read it
+(``remotefs.control``, ``remotefs.prometheus``); nothing here does I/O, and recording is a
+few integer additions.
 
 Request kinds: ``listing`` (folder and study listings, projects), ``signed-url`` (SB
 ``download_info``), ``storage`` (SB signed-URL byte ranges), ``download`` (ODM byte ranges),
@@ -45,7 +46,8 @@ class Metrics:
     """Of those, answered from the cache alone (memory or disk), with no fetch."""
     bytes_served: int = 0
     errors_answered: int = 0
-    """FUSE operations answered with an error because of the platform (EIO, EACCES, …)."""
+    """FUSE operations answered with an error because of the platform (EIO, EACCES, …), a
+    deadline or a bug; not names that do not exist, nor what the mount refuses by design."""
     last_error: str = ""
     last_error_at: float = 0.0
 

@@ -195,7 +195,9 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             mounted = True
             try:
                 async with trio.open_nursery() as nursery:
-                    await nursery.start(ControlServer(control, names, cache, status).run)
+                    if control is not None:
+                        server = ControlServer(control, names, cache, status, invalidate_pages)
+                        await nursery.start(server.run)
                     await nursery.start(cache.run)
                     if records is not None:
                         await nursery.start(records.run)
@@ -411,6 +413,15 @@ def _check_stopped_on_purpose(config: MountConfig, session: _Session) -> None:
             f"the FUSE loop ended while {config.mountpoint} was still mounted, and no signal "
             "asked for it"
         )
+
+
+async def invalidate_pages(inode: int) -> None:
+    """Drop the kernel's cached pages of ``inode`` (after an evict: its next read comes to
+    the mount, and to the platform). From a worker thread: the call may block."""
+    try:
+        await trio.to_thread.run_sync(pyfuse3.invalidate_inode, pyfuse3.InodeT(inode), False)
+    except OSError as exc:  # ENOENT: the kernel holds nothing of it
+        log.debug("invalidating inode %d: %s", inode, exc.strerror)
 
 
 def cache_directory(root: Path, namespace: str) -> Path:

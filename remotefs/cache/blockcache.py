@@ -104,7 +104,12 @@ Fetch = Callable[[RemoteEntry, int, int], Awaitable[bytes]]
 
 class FetchLimit(Protocol):
     def allow(self, entry: RemoteEntry, nbytes: int) -> None:
-        """Raise if ``nbytes`` of ``entry`` may not be fetched for this reader."""
+        """Raise if ``nbytes`` of ``entry`` may not be fetched for this reader; else count
+        them as fetched."""
+        ...
+
+    def refund(self, entry: RemoteEntry, nbytes: int) -> None:
+        """``nbytes`` that ``allow`` counted were not fetched after all (the fetch failed)."""
         ...
 
 
@@ -297,7 +302,8 @@ class BlockCache:
         """Exactly ``min(size, entry.size - offset)`` bytes of ``entry`` from ``offset``.
 
         ``limit``: asked before any bytes are fetched for this read (not for bytes held, or
-        already in flight), and may refuse (a sniffer's cap).
+        already in flight), and may refuse (a sniffer's cap); what a failed fetch did not
+        bring is refunded to it.
 
         ``since``: a fetch of this file that failed for lack of time after this moment (and
         a moment ago) is not tried again: its failure is raised at once (the reader was
@@ -394,8 +400,12 @@ class BlockCache:
                 )
             ):
                 await self._fetch_and_wait(entry, todo, waits, urgent)
-        except RemoteError as exc:
-            self._recent_failures.note(key, exc)
+        except BaseException as exc:
+            if limit is not None and todo:  # what was charged and did not arrive
+                lost = sum(b - a for a, b in todo if not self._held_in_memory(entry, a, b))
+                limit.refund(entry, lost)
+            if isinstance(exc, RemoteError):
+                self._recent_failures.note(key, exc)
             raise
         return bool(waits)
 
@@ -602,6 +612,7 @@ class BlockCache:
         return self._file_text(entry) in self.disk.pins()
 
     async def pin(self, entries: list[RemoteEntry]) -> None:
+        """Pin ``entries``, all or none: ``PinsTooLarge`` if they would not fit."""
         files = {self._file_text(e): e.size for e in entries}
         await trio.to_thread.run_sync(self.disk.pin, files)
 

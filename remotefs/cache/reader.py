@@ -18,10 +18,10 @@ read and per release, and everything a read decides happens here.
 A **sniffer's** handle (a file manager, thumbnailer or indexer: ``remotefs.fs.callers``)
 gets none of that: no open-time fetch, no read-ahead (and the adapter opens it with
 ``direct_io``, so the kernel adds none either): exactly the bytes it reads, and at most
-``SnifferLimit.per_file`` fetched bytes per file (held bytes are free), beyond which its
-reads fail (EIO). Sniffers together spend at most ``SNIFFER_API_PER_MINUTE`` API requests
-(SB: a signed URL for a file no ordinary reader has opened); past that, such files fail
-(EIO) until the minute has passed.
+``SnifferLimit.per_file`` fetched bytes per file (held bytes are free, and bytes whose fetch
+failed are given back), beyond which its reads fail (EIO). Sniffers together spend at most
+``SNIFFER_API_PER_MINUTE`` API requests (SB: a signed URL for a file no ordinary reader has
+opened); past that, such files fail (EIO) until the minute has passed.
 
 :mod:`remotefs.cache.hints` (which names get which open-time ranges) and
 :mod:`remotefs.cache.prefetch` (the read-ahead state machine) are pure policy helpers used
@@ -86,6 +86,12 @@ class SnifferLimit:
         if len(self._fetched) >= self.REMEMBERED:
             self._fetched.clear()
         self._fetched[entry.id] = spent + nbytes
+
+    def refund(self, entry: RemoteEntry, nbytes: int) -> None:
+        """Bytes counted by ``allow`` whose fetch failed: they may be asked for again. (An
+        API request is not refunded: it was sent, or tried, and the platform counts it.)"""
+        spent = self._fetched.get(entry.id, 0)
+        self._fetched[entry.id] = max(0, spent - nbytes)
 
     def _spend_api(self, entry: RemoteEntry) -> None:
         now = trio.current_time()

@@ -28,8 +28,12 @@ Invariants:
   disk forget what it held.
 - **Pins**: the chunks of a pinned file (``pin``) are kept apart from the LRU order and are
   never evicted for another chunk; ``drop_file`` forgets a file's chunks and its pin. Pins
-  persist (table ``pins``, with the file's size). The caller bounds what it pins (a share
-  of the store), so that unpinned slots always remain to evict.
+  persist (table ``pins``, with the file's size). They are bounded in *slots*, not bytes
+  (``PIN_SHARE`` of them, a file taking ``ceil(size / CHUNK_SIZE)`` however small it is),
+  so that unpinned slots always remain to evict: ``pin`` refuses what would not fit
+  (:class:`PinsTooLarge`, nothing changed), and pins loaded at start that no longer fit (a
+  smaller ``--cache-size``) are unpinned, newest first, with one WARNING (their bytes
+  stay, evictable).
 - **Index in memory**: key → (slot, header) for every chunk on disk, so asking whether a chunk
   is on disk costs a dict lookup and no thread hop. Use order is kept in memory and persisted
   with each write (``used``), so after a remount eviction follows last-written order.
@@ -94,8 +98,26 @@ PIECE = 64 << 10
 _PIECE = struct.Struct("<III")
 
 
+PIN_SHARE = 0.5
+"""Pinned files never take more than this share of the store's slots: the rest stays for
+readers."""
+
+
 class CacheDirError(Exception):
     """The cache directory cannot be used (cannot be created, or in use by another mount)."""
+
+
+class PinsTooLarge(Exception):
+    """Pinning these files would take more slots than ``PIN_SHARE`` of the store."""
+
+    def __init__(self, files: int, slots: int, allowed: int) -> None:
+        super().__init__(f"{files} files would take {slots} slots of the {allowed} allowed")
+        self.files, self.slots, self.allowed = files, slots, allowed
+
+
+def slots_of(size: int) -> int:
+    """The slots a file of ``size`` bytes takes once held whole (a slot per chunk)."""
+    return -(-size // CHUNK_SIZE)
 
 
 def pieces_of(extents: Extents) -> list[Piece]:
@@ -152,6 +174,8 @@ class ChunkStore:
                 "--cache-dir"
             ) from None
         self.slots = max(1, size_limit // CHUNK_SIZE)
+        self.pin_slots = int(self.slots * PIN_SHARE)
+        """Slots that pinned files may take, together."""
         self._mutex = threading.Lock()
         self._fd = os.open(directory / "blocks", os.O_RDWR | os.O_CREAT, 0o600)
         self._db = sqlite3.connect(directory / "index.sqlite", check_same_thread=False)
@@ -186,7 +210,8 @@ class ChunkStore:
         self._db.execute(f"PRAGMA user_version = {CHECKSUM.format}")
 
     def _load(self) -> None:
-        self._pins = dict(self._db.execute("SELECT file, size FROM pins"))
+        self._pins = dict(self._db.execute("SELECT file, size FROM pins ORDER BY rowid"))
+        self._unpin_beyond_budget()
         rows = self._db.execute("SELECT key, slot, header, used FROM chunks ORDER BY used")
         stale = []
         for key, slot, header, used in rows:
@@ -201,6 +226,28 @@ class ChunkStore:
         os.ftruncate(self._fd, min(os.fstat(self._fd).st_size, self.slots * CHUNK_SIZE))
         used_slots = {slot for slot, _ in (*self._index.values(), *self._pinned.values())}
         self._free = [s for s in range(self.slots - 1, -1, -1) if s not in used_slots]
+
+    def _unpin_beyond_budget(self) -> None:
+        """Unpin the newest pins that no longer fit ``pin_slots`` (the cache shrank since
+        they were made); their chunks stay, in the LRU order."""
+        kept, used, dropped = {}, 0, []
+        for file, size in self._pins.items():  # oldest first (rowid order)
+            if used + slots_of(size) <= self.pin_slots:
+                kept[file] = size
+                used += slots_of(size)
+            else:
+                dropped.append((file,))
+        if not dropped:
+            return
+        self._pins = kept
+        with self._db:
+            self._db.executemany("DELETE FROM pins WHERE file = ?", dropped)
+        log.warning(
+            "cache: %d pinned files no longer fit the %d MiB that pins may take (half of the "
+            "cache size); they are unpinned, and their bytes stay in the cache until evicted",
+            len(dropped),
+            self.pin_slots * CHUNK_SIZE >> 20,
+        )
 
     def close(self) -> None:
         with self._mutex:
@@ -236,13 +283,24 @@ class ChunkStore:
         """Pinned files and their sizes."""
         return dict(self._pins)
 
+    def pinned_slots(self) -> int:
+        """Slots the pinned files take (or will, once held whole)."""
+        return sum(map(slots_of, list(self._pins.values())))
+
     def pin(self, files: dict[str, int]) -> None:
-        """Pin ``files`` (file text → size): their chunks, held and to come, stay."""
+        """Pin ``files`` (file text → size): their chunks, held and to come, stay.
+
+        Raises:
+            PinsTooLarge: the pins would take more than ``pin_slots``; nothing is pinned."""
         with self._mutex:
-            for file in files:
-                prefix = file + "/"
-                for text in [t for t in self._index if t.startswith(prefix)]:
-                    self._pinned[text] = self._index.pop(text)
+            after = {**self._pins, **files}
+            slots = sum(map(slots_of, after.values()))
+            if slots > self.pin_slots:
+                new = sum(1 for file in files if file not in self._pins)
+                raise PinsTooLarge(new, slots, self.pin_slots)
+            # One pass over the index (under the lock: not once per file).
+            for text in [t for t in self._index if t.rpartition("/")[0] in files]:
+                self._pinned[text] = self._index.pop(text)
             self._pins.update(files)
             with self._db:
                 self._db.executemany(

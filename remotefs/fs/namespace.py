@@ -69,7 +69,7 @@ from remotefs.errors import (
 )
 from remotefs.fs.names import posix_names
 from remotefs.model import RemoteEntry
-from remotefs.query import QUERY_DIR, QUERY_ROOT_PREFIX, queries_entry
+from remotefs.query import QUERY_DIR, QUERY_PREFIX, QUERY_ROOT_PREFIX, queries_entry
 
 log = logging.getLogger(__name__)
 
@@ -325,8 +325,15 @@ class Namespace:
     async def _list_now(self, entry: RemoteEntry) -> tuple[float, list[RemoteEntry]]:
         return time.time(), await self.backend.list_dir(entry)
 
+    def _queryable(self, entry: RemoteEntry) -> bool:
+        """Whether ``entry`` offers ``.query/``: never a query folder or ``.query`` itself
+        (no ``.query/.query/…``, no query of a query), else as the backend says."""
+        if entry.id.startswith((QUERY_ROOT_PREFIX, QUERY_PREFIX)):
+            return False
+        return self.backend.queryable(entry)
+
     def _install(self, inode: int, entries: list[RemoteEntry], fetched_at: float) -> Listing:
-        reserved = _QUERY_NAMES if self.backend.queryable(self.node(inode).entry) else frozenset()
+        reserved = _QUERY_NAMES if self._queryable(self.node(inode).entry) else frozenset()
         names = posix_names([(e.id, e.name) for e in entries], reserved)
         inodes = tuple(self._intern(e) for e in entries)
         listing = Listing(tuple(names), inodes, dict(zip(names, inodes, strict=True)), fetched_at)
@@ -446,7 +453,12 @@ class Namespace:
         """``.query/NAME``: the folder of the query NAME spells over the folder that holds
         ``.query`` (parsed here: a malformed one is EINVAL, with no request)."""
         scope = self.node(self._inode_by_id[queries.id[len(QUERY_ROOT_PREFIX) :]]).entry
-        text = name.decode("utf-8", "surrogateescape")
+        try:
+            text = name.decode("utf-8")
+        except UnicodeDecodeError:  # no platform query can hold it: malformed, as any other
+            text = name.decode("utf-8", "backslashreplace")
+            log.warning("query %r under %r: not UTF-8 (EINVAL)", text, scope.name or "/")
+            raise InvalidQuery(f"{text!r}: a query name must be UTF-8") from None
         try:
             query = self.backend.parse_query(text)
         except InvalidQuery as exc:
@@ -473,9 +485,11 @@ class Namespace:
 
     async def lookup(self, parent: int, name: bytes) -> Node:
         scope = self.node(parent).entry
-        if name == _QUERY_NAME and self.backend.queryable(scope):
+        if name == _QUERY_NAME and self._queryable(scope):
             return self._nodes[self._intern(queries_entry(scope))]
         if scope.id.startswith(QUERY_ROOT_PREFIX):
+            if name == _QUERY_NAME:  # .query/.query: no query folder offers queries
+                raise NotFound(QUERY_DIR)
             return self._query_node(scope, name)
         listing = await self.listing(parent)
         inode = listing.by_name.get(name)

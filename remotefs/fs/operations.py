@@ -9,6 +9,11 @@ values, always through the one table (:func:`remotefs.errors.to_errno`):
   (README, "Promises"), and an overrun is EIO.
 - a :mod:`remotefs.errors` error → its errno (EIO ones are logged at WARNING with why);
 - anything unexpected is logged with its traceback and answered EIO; the mount keeps serving;
+- every error that is the platform's or the mount's own failure (a platform error, a
+  deadline, a bug) is counted in :data:`~remotefs.metrics.METRICS` (``remotefs status``:
+  errors answered, the last error). Answers that are no failure are not: a name a listing
+  does not hold (``X.bam.csi`` probes, ENOENT from memory) and what the mount refuses by
+  design (:class:`~remotefs.errors.LocalError`: EROFS, ENODATA, EINVAL, a sniffer's EIO);
 - a ``trio.Cancelled`` that reaches a handler is either the mount shutting down (then the
   handler's task is cancelled too, and it passes through) or a cancellation that leaked
   from another task: a bug, which would otherwise unwind the FUSE loop and end the mount.
@@ -48,6 +53,7 @@ from remotefs.errors import (
     LocalError,
     NoSuchAttribute,
     NotADirectory,
+    NotFound,
     ReadOnly,
     RemoteError,
     Unsupported,
@@ -56,6 +62,7 @@ from remotefs.errors import (
 from remotefs.fs.callers import Callers
 from remotefs.fs.namespace import ROOT_INODE, Listing, Namespace, Node
 from remotefs.fs.xattrs import xattrs
+from remotefs.metrics import METRICS
 from remotefs.model import RemoteEntry
 
 log = logging.getLogger(__name__)
@@ -79,6 +86,10 @@ F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
 
 def cache_state(size: int, held: int) -> str:
+    # A zero-byte file is "full" on purpose: it is complete, reading it costs no request, and
+    # a folder of such files is as ready to read offline as one of held files (``remotefs
+    # warm --check`` says the same: ``client.describe``). "none" would say there is
+    # something left to fetch. The same goes for a folder with no files known.
     if held >= size:
         return "full"
     if held <= 0:
@@ -114,19 +125,28 @@ def fuse_handler(fn: F) -> F:
         except (RemoteError, LocalError) as exc:
             number = to_errno(exc)
             remote_eio = number == errno.EIO and isinstance(exc, RemoteError)
+            name = errno.errorcode.get(number, str(number))
             log.log(
                 logging.WARNING if remote_eio else logging.DEBUG,  # the platform's EIO: say why
                 "%s: %s → %s",
                 fn.__name__,
                 exc,
-                errno.errorcode.get(number, number),
+                name,
             )
+            if isinstance(exc, RemoteError) and not (
+                isinstance(exc, NotFound) and fn.__name__ == "lookup"
+            ):
+                METRICS.error(f"{fn.__name__}: {exc} ({name})")
             raise pyfuse3.FUSEError(number) from None
         except trio.TooSlowError:
             log.warning("%s: no answer within the %.0f s deadline: EIO", fn.__name__, self.deadline)
+            METRICS.error(
+                f"{fn.__name__}: no answer within the {self.deadline:.0f} s deadline (EIO)"
+            )
             raise pyfuse3.FUSEError(errno.EIO) from None
-        except Exception:
+        except Exception as exc:
             log.exception("%s failed unexpectedly: EIO", fn.__name__)
+            METRICS.error(f"{fn.__name__}: failed unexpectedly: {type(exc).__name__}: {exc} (EIO)")
             raise pyfuse3.FUSEError(errno.EIO) from None
         except BaseException as exc:
             if not _only_cancellations(exc):
@@ -140,6 +160,7 @@ def fuse_handler(fn: F) -> F:
                 fn.__name__,
                 exc_info=exc,
             )
+            METRICS.error(f"{fn.__name__}: a stray cancellation (a bug; EIO)")
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper  # type: ignore[return-value]
@@ -286,7 +307,9 @@ class Operations(pyfuse3.Operations):
         # keep_cache: the page cache stays valid while the version is unchanged (the inode's
         # entry is only replaced by a listing refresh; the cache key carries the version).
         # A sniffer's handle is direct I/O: the kernel sends exactly what it reads, no more.
-        return pyfuse3.FileInfo(fh=FileHandleT(fh), keep_cache=not sniffer, direct_io=sniffer)
+        # It keeps the cache too: an open without keep_cache drops the pages that other
+        # readers of the file have cached (a file manager would make them fetch again).
+        return pyfuse3.FileInfo(fh=FileHandleT(fh), keep_cache=True, direct_io=sniffer)
 
     def _sibling_finder(self, parent: int | None) -> Callable[[bytes], RemoteEntry | None]:
         """Names → entries in the folder a file was opened from, as far as memory knows."""

@@ -20,6 +20,9 @@
   revoked one).
 - With a :class:`~remotefs.http.ratelimit.RateLimitState` (SB), a request waits for the
   budget's reset (within the deadline) rather than being sent to fail with 429.
+- Metrics: every logical request is counted once (with its attempts and body bytes); it is
+  an error when it raised, not when its caller cancelled it (a reader that went away, a
+  read-ahead given up).
 - Logging: one DEBUG line per exchange (method, path without its query string, status, body
   bytes, ms: ``--debug``) and one per retry (attempt, cause, wait). URLs go through
   :func:`~remotefs.errors.redact_url`; headers are never logged, and no error message contains
@@ -148,6 +151,7 @@ async def send(
     attempt = 0
     last_cause = ""
     received: httpx.Response | None = None
+    failed = False
     try:
         while True:
             attempt += 1
@@ -214,8 +218,11 @@ async def send(
                     "%s: attempt %d failed (%s); retrying in %.2f s", shown, attempt, cause, wait
                 )
                 await trio.sleep(wait)
+    except Exception:
+        failed = True  # not a cancellation: a request its caller gave up on did not fail
+        raise
     finally:
-        METRICS.request(kind, attempt, received is None, len(received.content) if received else 0)
+        METRICS.request(kind, attempt, failed, len(received.content) if received else 0)
 
 
 def _log_exchange(

@@ -6,10 +6,13 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -225,3 +228,125 @@ def test_bad_input_is_one_line(tmp_path: Path, mounted: Mount) -> None:
     with pytest.raises(OSError) as info:
         os.getxattr(folder, "user.remotefs.control")  # only the root names the socket
     assert info.value.errno == errno.ENODATA
+
+
+def test_status_counts_the_errors_the_mount_answered(demo_tree: Path, tmp_path: Path) -> None:
+    with emulated(demo_tree, tmp_path) as emu, platform_mount("sevenbridges", emu, tmp_path) as m:
+        target = m.path / "bam" / "ex1.bam"
+        with pytest.raises(FileNotFoundError):  # a name that is not there: no failure
+            os.stat(m.path / "bam" / "ex1.bam.csi")
+        before = status_json(m.path)
+        assert (before["errors_answered"], before["last_error"]) == (0, None)
+        emu.configure(revoked=[os.getxattr(target, "user.remotefs.id").decode()])
+        with pytest.raises(PermissionError):
+            target.read_bytes()
+        after = status_json(m.path)
+        assert after["errors_answered"] >= 1
+        message = after["last_error"]["message"]
+        assert message.startswith("read: ") and "ex1.bam" in message, message
+        assert message.endswith("access denied) (EACCES)"), message
+        assert remotefs("status", m.path).stdout.count(f"last error   {message}") == 1
+
+
+def control_socket_of(mount: Mount) -> bytes:
+    return os.getxattr(mount.path, "user.remotefs.control")
+
+
+def hung_up(sock: socket.socket, timeout: float = 30) -> None:
+    """Wait until the mount has closed its end of ``sock`` (which has shut its own reading
+    end): EPOLLHUP, reported whatever the mask."""
+    with select.epoll() as poll:
+        poll.register(sock.fileno(), 0)
+        assert poll.poll(timeout), "the mount did not close the connection"
+
+
+def test_the_control_socket_survives_any_client(demo_tree: Path, tmp_path: Path) -> None:
+    """Nothing a client sends or does ends the mount: malformed requests are answered,
+    clients that hang up (at once, or mid-stream of a warm's progress) end their own
+    request only. And pins are counted in the cache's 1 MiB slots, not in bytes."""
+    with emulated(demo_tree, tmp_path, "--latency-ms", "20") as emu:
+        with platform_mount("sevenbridges", emu, tmp_path, "--cache-size", "64M") as m:
+            path = control_socket_of(m)
+            big = os.stat(m.path / BIG).st_ino
+            for payload in [
+                b'{"op": "warm", "inodes": [1e400]}\n',
+                b'{"op": "check", "inodes": [2], "jobs": 1e400}\n',
+                b'{"op": "check", "inodes": [2.5]}\n',
+                b"[" * 100_000 + b"\n",
+                b"\xff\n",
+            ]:
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.connect(path)
+                    sock.sendall(payload)
+                    answer = json.loads(sock.makefile("rb").readline())
+                assert answer["event"] == "error", payload[:40]
+                assert answer["message"].startswith("bad request: "), answer
+            warm = json.dumps({"op": "warm", "inodes": [big], "jobs": 12}).encode() + b"\n"
+            for _ in range(5):  # a request, then gone at once
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.connect(path)
+                    sock.sendall(warm)
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.connect(path)
+                sock.sendall(warm)
+                events = sock.makefile("rb")
+                while json.loads(events.readline())["event"] != "progress":
+                    pass
+                # It reads no more: the mount's next send fails (EPIPE) mid-warm.
+                sock.shutdown(socket.SHUT_RD)
+                hung_up(sock)
+            assert status_json(m.path)["pid"] == m.pid and m.proc.poll() is None
+            emu.reset()
+            many = m.path / "many"
+            done = remotefs("warm", "-r", "--pin", "--quiet", many)
+            assert done.returncode == 2, done.stderr
+            assert "more than the 32.0 MiB allowed" in done.stderr, done.stderr
+            assert storage_requests(emu) == 0
+            assert cache_state(many).endswith(", 0 pinned)"), cache_state(many)
+        log = (tmp_path / "m.log").read_text()
+        assert "Traceback" not in log and "failed unexpectedly" not in log
+
+
+def test_evict_drops_the_kernels_cached_pages(demo_tree: Path, tmp_path: Path) -> None:
+    expected = mount_files(demo_tree, "sevenbridges")["bam/ex1.bam"].read()
+    with emulated(demo_tree, tmp_path) as emu, platform_mount("sevenbridges", emu, tmp_path) as m:
+        target = m.path / "bam" / "ex1.bam"
+        assert target.read_bytes() == expected
+        reads = status_json(m.path)["reads"]
+        assert target.read_bytes() == expected
+        assert status_json(m.path)["reads"] == reads  # the kernel's page cache answered
+        done = remotefs("warm", "--evict", target)
+        assert done.returncode == 0, done.stderr
+        assert cache_state(target) == "none"
+        emu.reset()
+        assert target.read_bytes() == expected
+        assert status_json(m.path)["reads"] > reads  # asked of the mount again...
+        assert emu.requests("sb.storage") == 1  # ...and fetched again, the whole small file
+
+
+def test_a_control_directory_of_another_user_costs_the_socket_not_the_mount(
+    demo_tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("making a directory of another user takes root")
+    expected = mount_files(demo_tree, "sevenbridges")["bam/ex1.bam"].read()
+    runtime = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))
+    try:
+        (runtime / "remotefs").mkdir(mode=0o700)
+        os.chown(runtime / "remotefs", 65534, 65534)  # made first by someone else
+        monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+        cache = tmp_path / ("c" * 100)  # too long a path for a socket there
+        with emulated(demo_tree, tmp_path) as emu:  # noqa: SIM117
+            with platform_mount("sevenbridges", emu, tmp_path, cache=cache) as m:
+                assert (m.path / "bam" / "ex1.bam").read_bytes() == expected
+                with pytest.raises(OSError) as info:
+                    control_socket_of(m)
+                assert info.value.errno == errno.ENODATA
+                status = remotefs("status", m.path)
+                assert status.returncode == 2 and "has no control socket" in status.stderr
+        assert os.listdir(runtime / "remotefs") == []
+        log = (tmp_path / "m.log").read_text()
+        assert log.count("WARNING") == 1 and "belongs to uid 65534" in log, log
+        assert "Traceback" not in log
+    finally:
+        shutil.rmtree(runtime)

@@ -214,6 +214,22 @@ def test_malformed_queries_are_einval_with_no_request(
         assert log.count("(EINVAL)") == before + 1 and "Traceback" not in log
 
 
+def test_query_folders_do_not_nest_and_their_names_are_utf8(tmp_path: Path) -> None:
+    data = write_data(tmp_path / "data")
+    with emulated(data, tmp_path) as emu, platform_mount("sevenbridges", emu, tmp_path) as m:
+        assert (m.path / "run1").is_dir()
+        emu.reset()
+        for nested in (".query/.query", ".query/.query/tag=tumor", "run1/.query/.query"):
+            with pytest.raises(FileNotFoundError):
+                os.stat(m.path / nested)
+        with pytest.raises(OSError) as info:
+            os.stat(os.fsencode(m.path) + b"/.query/tag=\xff")
+        assert info.value.errno == errno.EINVAL  # what any malformed query is
+        assert emu.stats()["arrived"] == 0
+        log = (tmp_path / "m.log").read_text()
+        assert log.count("(EINVAL)") == 1 and "not UTF-8" in log and "Traceback" not in log
+
+
 @pytest.mark.parametrize("platform", ["sevenbridges", "genestack"])
 def test_a_filtered_mount_shows_exactly_the_matching_files(platform: str, tmp_path: Path) -> None:
     data = write_data(tmp_path / "data")

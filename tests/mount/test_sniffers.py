@@ -8,6 +8,7 @@ interpreter called ``ffmpegthumbnailer``): the mount knows callers by ``/proc/PI
 from __future__ import annotations
 
 import errno
+import json
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 from tests.mount.conftest import platform_mount
 from tests.support.emulator import Emulator
 from tests.support.expect import mount_files
+from tests.support.fuse import Mount
 
 BIG = "big/random-1GiB.bin"
 HEAD = 64 << 10
@@ -130,3 +132,29 @@ def test_a_thumbnailer_reads_what_is_cached_for_free(
         )
         assert done.returncode == 0 and done.stdout == source.read(0, HEAD)
         assert demo_emulator.stats()["total_requests"] == 0
+
+
+def reads_answered(mount: Mount) -> int:
+    done = subprocess.run(
+        [sys.executable, "-m", "remotefs", "status", "--json", str(mount.path)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return int(json.loads(done.stdout)["reads"])
+
+
+def test_a_sniffer_leaves_other_readers_pages_cached(
+    demo_emulator: Emulator, demo_tree: Path, tmp_path: Path
+) -> None:
+    """A sniffer's direct-I/O open keeps the kernel's page cache of the file: an ordinary
+    reader's next read of it is answered by the kernel, not fetched through the mount."""
+    thumbnailer = program(tmp_path, "tumblerd")
+    expected = mount_files(demo_tree, "sevenbridges")["bam/ex1.bam"].read()
+    with platform_mount("sevenbridges", demo_emulator, tmp_path) as m:
+        target = m.path / "bam" / "ex1.bam"
+        assert target.read_bytes() == expected
+        reads = reads_answered(m)
+        assert read_heads(thumbnailer, 4096, [target]) == 0  # cached bytes: free
+        assert reads_answered(m) == reads + 1  # direct I/O: the one read it made
+        assert target.read_bytes() == expected
+        assert reads_answered(m) == reads + 1  # the page cache held the file still

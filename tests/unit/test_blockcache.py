@@ -19,7 +19,9 @@ from remotefs.cache import blockcache
 from remotefs.cache.blockcache import BlockCache, ReadAheadGroup
 from remotefs.cache.extents import CHUNK_SIZE
 from remotefs.cache.prefetch import MAX_WINDOW, REQUEST_SIZE, ReadAhead
+from remotefs.cache.reader import SnifferLimit
 from remotefs.emulator.content import GeneratedContent
+from remotefs.errors import Transient, Withheld
 from remotefs.model import RemoteEntry
 
 SIZE = 5 * CHUNK_SIZE + 12345
@@ -590,3 +592,28 @@ async def test_a_waiter_with_time_left_takes_over_a_timed_out_fetch(
         nursery.cancel_scope.cancel()
     cache.close()
     assert outcomes == {"leader": "DeadlineExceeded", "waiter": CONTENT.read(0, 4096)}
+
+
+async def test_a_failed_fetch_gives_its_bytes_back_to_the_sniffer_limit(
+    cache: BlockCache, platform: FakePlatform
+) -> None:
+    """A sniffer may fetch ``per_file`` bytes of a file: a fetch that failed brought none,
+    so trying again is not refused, and what did arrive is counted once."""
+    limit = SnifferLimit(CHUNK_SIZE, lambda entry: True)
+    real, calls = platform.fetch, 0
+
+    async def flaky(entry: RemoteEntry, offset: int, size: int) -> bytes:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Transient("HTTP 503")
+        return await real(entry, offset, size)
+
+    cache.fetch = flaky
+    with pytest.raises(Transient):
+        await cache.read(ENTRY, 0, CHUNK_SIZE, limit=limit)
+    assert await cache.read(ENTRY, 0, CHUNK_SIZE, limit=limit) == CONTENT.read(0, CHUNK_SIZE)
+    assert await cache.read(ENTRY, 0, CHUNK_SIZE, limit=limit) == CONTENT.read(0, CHUNK_SIZE)
+    with pytest.raises(Withheld):  # the whole allowance went to the bytes that arrived
+        await cache.read(ENTRY, CHUNK_SIZE, 1, limit=limit)
+    assert calls == 2

@@ -25,12 +25,14 @@ from remotefs.errors import (
     Stale,
     Transient,
 )
+from remotefs.http import send as send_module
 from remotefs.http.client import make_client
 from remotefs.http.ranges import range_body
 from remotefs.http.ratelimit import RateLimitState
 from remotefs.http.retry import RetryPolicy
 from remotefs.http.send import give_up_connecting_after, send
 from remotefs.http.wire import parse_http_date_ns, parse_iso8601_ns
+from remotefs.metrics import Metrics
 
 URL = "http://api.test/v2/files"
 POLICY = RetryPolicy()
@@ -559,3 +561,19 @@ async def test_a_mounts_first_request_gives_up_connecting_within_its_budget(
     with pytest.raises(Transient):
         await call(refused, deadline=start + 30)
     assert trio.current_time() - start > 3.0 and len(refused.requests) == POLICY.max_attempts
+
+
+async def test_a_request_its_caller_cancelled_is_not_an_error(
+    autojump_clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    metrics = Metrics()
+    monkeypatch.setattr(send_module, "METRICS", metrics)
+    busy = reply(503, headers={"Retry-After": "5"})
+    with trio.move_on_after(1) as scope:  # during the wait to retry
+        await call(Recorder(busy, reply(200)), kind="listing")
+    assert scope.cancelled_caught
+    counts = metrics.requests["listing"]
+    assert (counts.requests, counts.attempts, counts.errors) == (1, 1, 0)
+    with pytest.raises(NotFound):  # a request that failed is one
+        await call(Recorder(reply(404)), kind="listing")
+    assert (counts.requests, counts.attempts, counts.errors) == (2, 2, 1)

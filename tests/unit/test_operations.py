@@ -17,8 +17,11 @@ from remotefs.cache.blockcache import BlockCache
 from remotefs.cache.extents import CHUNK_SIZE
 from remotefs.cache.reader import Reader
 from remotefs.emulator.content import GeneratedContent
+from remotefs.errors import AccessDenied
+from remotefs.fs import operations as operations_module
 from remotefs.fs.namespace import ROOT_INODE, Namespace
 from remotefs.fs.operations import Operations
+from remotefs.metrics import Metrics
 from remotefs.model import RemoteEntry
 
 SIZE = 64 * CHUNK_SIZE
@@ -167,3 +170,39 @@ async def test_every_errno_comes_from_the_table(mounted: tuple[Operations, OneFi
         with pytest.raises(pyfuse3.FUSEError) as info:
             await call
         assert info.value.errno == number, call
+
+
+async def test_failures_answered_are_counted_for_status(
+    mounted: tuple[Operations, OneFile], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``remotefs status`` shows the errors the mount answered: the platform's, deadlines
+    and bugs; not names that are not there, nor what the mount refuses by design."""
+    metrics = Metrics()
+    monkeypatch.setattr(operations_module, "METRICS", metrics)
+    ops, _ = mounted
+    inode = (await ops.lookup(ROOT_INODE, b"stream.bin")).st_ino
+    for call, number in [
+        (ops.lookup(ROOT_INODE, b"stream.bin.csi"), errno.ENOENT),  # htslib's probe
+        (ops.getxattr(inode, b"user.nope"), errno.ENODATA),
+        (ops.open(inode, os.O_WRONLY), errno.EROFS),
+    ]:
+        with pytest.raises(pyfuse3.FUSEError) as info:
+            await call
+        assert info.value.errno == number
+    assert (metrics.errors_answered, metrics.last_error) == (0, "")
+
+    async def denied(entry: RemoteEntry, offset: int, size: int) -> bytes:
+        raise AccessDenied("GET https://storage.test/f1: HTTP 403")
+
+    ops.reader.cache.fetch = denied
+    fh = (await ops.open(inode, os.O_RDONLY)).fh
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await ops.read(fh, 0, 4096)
+    assert info.value.errno == errno.EACCES
+    assert metrics.errors_answered == 1
+    assert metrics.last_error == "read: GET https://storage.test/f1: HTTP 403 (EACCES)"
+    ops.ns.node = lambda inode: 1 / 0  # type: ignore[assignment, method-assign, misc]
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await ops.getattr(ROOT_INODE)
+    assert info.value.errno == errno.EIO and metrics.errors_answered == 2
+    assert metrics.last_error.startswith("getattr: failed unexpectedly: ZeroDivisionError")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 from pathlib import Path
@@ -17,6 +18,7 @@ from remotefs.cache.store import (
     CacheDirError,
     ChunkStore,
     DamagedChunk,
+    PinsTooLarge,
     decode_header,
     encode_header,
     pieces_of,
@@ -224,4 +226,50 @@ def test_held_pieces_say_what_a_file_holds(tmp_path: Path) -> None:
     assert set(held) == {0, 2}
     assert sum(length for _, length in held[0]) >= 100
     assert sum(length for _, length in held[2]) == CHUNK_SIZE
+    store.close()
+
+
+def test_pins_are_bounded_in_slots_not_bytes(tmp_path: Path) -> None:
+    """Half the slots may be pinned, a file taking a whole slot per MiB begun: 4 files of
+    one byte fill the 4 pinnable slots of 8, and a fifth is refused with nothing changed."""
+    store = ChunkStore(tmp_path, size_limit=8 * CHUNK_SIZE)
+    assert store.pin_slots == 4
+    tiny = {ChunkStore.file_text("t", f"tiny{i}", "v1"): 1 for i in range(4)}
+    store.pin(tiny)
+    assert store.pinned_slots() == 4
+    store.pin({next(iter(tiny)): 1})  # pinning a pinned file again takes nothing more
+    with pytest.raises(PinsTooLarge) as info:
+        store.pin({ChunkStore.file_text("t", "one-more", "v1"): 1})
+    assert (info.value.files, info.value.slots, info.value.allowed) == (1, 5, 4)
+    with pytest.raises(PinsTooLarge):
+        store.pin({ChunkStore.file_text("t", "big", "v1"): CHUNK_SIZE + 1})
+    assert store.pins() == tiny
+    # The unpinned half stays for everything else: new chunks keep finding a slot.
+    for n in range(10):
+        store.put_many([(("t", "other", "v1", n), chunk(0))])
+    assert ("t", "other", "v1", 9) in store
+    store.close()
+
+
+def test_pins_that_no_longer_fit_are_unpinned_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ChunkStore(tmp_path, size_limit=8 * CHUNK_SIZE)
+    first, second = (ChunkStore.file_text("t", name, "v1") for name in ("first", "second"))
+    store.pin({first: 2 * CHUNK_SIZE})
+    store.pin({second: 2 * CHUNK_SIZE})
+    store.put_many([(("t", "second", "v1", 0), chunk(0))])
+    store.close()
+    caplog.set_level(logging.WARNING)
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)  # 2 pinnable slots now
+    assert store.pins() == {first: 2 * CHUNK_SIZE}  # the oldest pin stays
+    assert [r.levelname for r in caplog.records] == ["WARNING"]
+    assert "1 pinned files no longer fit" in caplog.text
+    assert store.get(("t", "second", "v1", 0)) == chunk(0)  # its bytes stay, evictable
+    for n in range(4):
+        store.put_many([(("t", "other", "v1", n), chunk(1))])
+    assert ("t", "second", "v1", 0) not in store
+    store.close()
+    store = ChunkStore(tmp_path, size_limit=4 * CHUNK_SIZE)
+    assert store.pins() == {first: 2 * CHUNK_SIZE}  # and the change persisted
     store.close()
