@@ -11,6 +11,7 @@ import pytest
 from remotefs.emulator.dataset import Dataset, load_dataset
 from tests.support.data import write_tree
 from tests.support.emulator import Emulator, start_emulator
+from tests.support.redis import Redis, free_port, redis_unavailable
 
 TOKEN = "test-token"
 PROJECT = "test-user/test-project"
@@ -48,3 +49,17 @@ def emulator(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield emu
     finally:
         emu.stop()
+
+
+@pytest.fixture
+def redis(tmp_path: Path) -> Iterator[Redis]:
+    """A real ``redis-server`` for one test, on a free loopback port, stopped by PID."""
+    reason = redis_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+    server = Redis(port=free_port(), log=tmp_path / "redis.log")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

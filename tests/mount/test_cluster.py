@@ -55,19 +55,6 @@ def expected(cohort: Path) -> CohortResult:
     return result
 
 
-@pytest.fixture
-def redis(tmp_path: Path) -> Iterator[Redis]:
-    reason = redis_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
-    server = Redis(port=free_port(), log=tmp_path / "redis.log")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @contextmanager
 def emulator(
     cohort: Path, tmp_path: Path, limit: int = 1000, window: float = 300
