@@ -128,7 +128,10 @@ def test_pins_beyond_half_the_cache_are_refused_before_anything(
 
 def test_ctrl_c_stops_a_warm_and_leaves_the_mount_healthy(demo_tree: Path, tmp_path: Path) -> None:
     expected = mount_files(demo_tree, "sevenbridges")
-    with emulated(demo_tree, tmp_path, "--latency-ms", "40") as emu:  # noqa: SIM117
+    # 250 ms per request: the 1 GiB warm takes seconds (256 pieces, 12 at once), so Ctrl-C
+    # lands mid-way even when a loaded machine is slow to see its first piece (at 40 ms
+    # it could finish first: CI saw exit 0 once)
+    with emulated(demo_tree, tmp_path, "--latency-ms", "250") as emu:  # noqa: SIM117
         with platform_mount("sevenbridges", emu, tmp_path) as m:
             big = m.path / BIG
             warm = subprocess.Popen(
