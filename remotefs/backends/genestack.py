@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 from urllib.parse import quote
@@ -307,8 +307,14 @@ class GenestackBackend:
                 return entry
             obj = objects[entry.id]
             info = await self._size_of(obj)
-            return None if info is None else _file_entry(obj, info)
+            if info is None:
+                return None
+            mtime = _metadata_mtime_ns(obj) or info.last_modified_ns or 0
+            version = f"{info.size}-{mtime}"  # as _file_entry, its records reused as they are
+            return replace(entry, size=info.size, sized=True, mtime_ns=mtime, version=version)
 
+        if len(entries) == 1:  # a lookup's, or a walk's worker's: no nursery for one
+            return [await one(entries[0])]
         return await gather_limited([partial(one, e) for e in entries], HEAD_CONCURRENCY)
 
     def _known_size(self, obj: Mapping[str, Any]) -> _Sized | None:
