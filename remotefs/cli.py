@@ -430,10 +430,8 @@ def _password_to_environment(argv: list[str], url: str | None) -> tuple[list[str
     if password is None:
         return argv, env
     env[PASSWORD_ENV] = password
-    return [
-        bare if arg == url else f"--shared-state={bare}" if arg == f"--shared-state={url}" else arg
-        for arg in argv
-    ], env
+    # wherever it stands: alone, or after --shared-state= (or any prefix argparse accepts)
+    return [arg.replace(url, bare) for arg in argv], env
 
 
 def _run_umount(args: argparse.Namespace) -> int:

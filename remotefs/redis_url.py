@@ -19,23 +19,39 @@ class SharedStateError(Exception):
     """The shared state cannot be used as configured; a one-line message."""
 
 
+def _userinfo(url: str) -> tuple[str, str | None, str]:
+    """``url`` as (``scheme://``, what stands before its host's last ``@``, the rest),
+    split on the raw text: a password may hold ``/``, ``?`` or ``#``, which a URL parser
+    takes for the end of the host and would show in full."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return "", None, url
+    userinfo, at, host = rest.rpartition("@")
+    if not at:
+        return scheme + sep, None, rest
+    return scheme + sep, userinfo, host
+
+
+def _password_of(userinfo: str | None) -> str | None:
+    if userinfo is None or ":" not in userinfo:
+        return None
+    return unquote(userinfo.partition(":")[2])
+
+
 def redacted(url: str) -> str:
     """The URL without its password (for logs, status and errors)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "(a URL that does not parse)"
-    if parts.password is None:
+    prefix, userinfo, rest = _userinfo(url)
+    if _password_of(userinfo) is None:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return parts._replace(netloc=user + netloc).geturl()
+    assert userinfo is not None
+    return f"{prefix}{userinfo.partition(':')[0]}:***@{rest}"
 
 
 def parse_url(url: str) -> tuple[str, int, int, bool, str | None, str | None]:
     """``redis[s]://[user[:password]@]host[:port][/db]`` → host, port, db, tls, user, password."""
+    prefix, userinfo, rest = _userinfo(url)
     try:
-        parts = urlsplit(url)
+        parts = urlsplit(prefix + rest)  # no user information: it was split off above
         port = parts.port or 6379
     except ValueError as exc:
         raise SharedStateError(f"--shared-state {redacted(url)}: {exc}") from None
@@ -44,25 +60,29 @@ def parse_url(url: str) -> tuple[str, int, int, bool, str | None, str | None]:
             f"--shared-state {redacted(url)}: expected redis://HOST[:PORT][/DB] or rediss://…"
         )
     db = parts.path.strip("/") or "0"
-    if not db.isdigit() or parts.query:
+    if not db.isdigit() or parts.query or parts.fragment:
         raise SharedStateError(f"--shared-state {redacted(url)}: the path is a database number")
-    password = unquote(parts.password) if parts.password is not None else None
-    user = unquote(parts.username) if parts.username else None
-    return parts.hostname, port, int(db), parts.scheme == "rediss", user, password
+    user = unquote(userinfo.partition(":")[0]) if userinfo else None
+    return (
+        parts.hostname,
+        port,
+        int(db),
+        parts.scheme == "rediss",
+        user or None,
+        _password_of(userinfo),
+    )
 
 
 def without_password(url: str) -> tuple[str, str | None]:
     """``url`` with its password taken out, and that password (``None``: it had none)."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    prefix, userinfo, rest = _userinfo(url)
+    password = _password_of(userinfo)
+    if password is None:
         return url, None
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}@" if parts.username else ""
-    return parts._replace(netloc=user + host).geturl(), unquote(parts.password)
+    assert userinfo is not None
+    user = userinfo.partition(":")[0]
+    return f"{prefix}{user + '@' if user else ''}{rest}", password
 
 
 def has_password(url: str) -> bool:
-    try:
-        return urlsplit(url).password is not None
-    except ValueError:
-        return False
+    return _password_of(_userinfo(url)[1]) is not None

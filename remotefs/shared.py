@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import os
 import ssl
 import uuid
@@ -102,9 +103,16 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
 local b = redis.call('HMGET', KEYS[1], 'remaining', 'reset', 'limit', 'est')
-local limit, cap = tonumber(b[3]), tonumber(ARGV[5])
-if (not limit) or limit < 1 or limit > 1000000 then limit = tonumber(ARGV[1]) end
-local remaining, reset, est = tonumber(b[1]), tonumber(b[2]), b[4]
+-- a number, finite (tonumber takes "nan" and "inf": garbage here), else nil
+local function finite(x)
+  x = tonumber(x)
+  if x and x == x and x > -math.huge and x < math.huge then return x end
+  return nil
+end
+local limit, cap = finite(b[3]), tonumber(ARGV[5])
+-- never more than the caller's own idea of the budget (SB's documented one, or its word)
+if (not limit) or limit < 1 or limit > tonumber(ARGV[1]) then limit = tonumber(ARGV[1]) end
+local remaining, reset, est = finite(b[1]), finite(b[2]), b[4]
 -- SB's reset is a whole second of its clock: the window is over a margin after it. A
 -- window that does not parse, or ends later than any window can, is garbage: a new one.
 if (not remaining) or (not reset) or now >= reset + tonumber(ARGV[4]) or reset > now + cap then
@@ -133,6 +141,8 @@ if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
 local b = redis.call('HMGET', KEYS[1], 'remaining', 'reset', 'est')
 local remaining, reset = tonumber(ARGV[2]), tonumber(ARGV[3])
 local now_reset, now_remaining = tonumber(b[2]), tonumber(b[1])
+if now_reset and now_reset ~= now_reset then now_reset = nil end  -- "nan": garbage
+if now_remaining and now_remaining ~= now_remaining then now_remaining = nil end
 if (not now_reset) or (not now_remaining) or b[3] ~= '0' or reset > now_reset then
   redis.call('HSET', KEYS[1], 'remaining', remaining, 'reset', reset, 'limit', ARGV[1], 'est', '0')
 elseif reset == now_reset then
@@ -458,7 +468,11 @@ class SharedState:
             blob = b""
             if life_ms > 0 and self.up:
                 # in a worker thread: the value's size is known only once encoded
-                blob = await trio.to_thread.run_sync(lambda: self._seal(key, encode(value)))
+                try:
+                    blob = await trio.to_thread.run_sync(lambda: self._seal(key, encode(value)))
+                except Exception:  # a value that cannot be shared is still the caller's
+                    log.exception("shared state: a value could not be encoded (%s)", key)
+                    life_ms = 0
             args: list[bytes | int | str] = [blob, max(0, life_ms), self._member]
             await self._call(self._store(keys=[key, lease], args=args))
             released = True
@@ -507,6 +521,8 @@ class SharedState:
             wait, remaining, members = float(answer[0]), int(answer[1]), int(answer[2])
         except (TypeError, ValueError, IndexError, KeyError):
             return None  # down (or an answer no script of ours gives: decide alone)
+        if not math.isfinite(wait):
+            return None
         self.budget_remaining = remaining
         self.members = max(1, members)
         self.stats["granted" if wait <= 0 else "budget_waits"] += 1

@@ -102,6 +102,8 @@ class _Walk:
     asked for ahead of it, what was."""
 
     asked: set[int] = field(default_factory=set)
+    last: float = 0.0
+    """``trio.current_time()`` of the last ask."""
     allowance: int = 0
     issued: int = 0
     running: bool = False
@@ -184,9 +186,9 @@ class Namespace:
             # a size does not forget the one learned for the same record; and a new record
             # whose size is not known yet is shown with the old size meanwhile (the kernel
             # applies listed attributes to an inode a reader may have open: never 0 there)
-            if entry.sized or not node.entry.sized:
+            if entry.sized:
                 node.entry = entry
-            elif entry.record_json != node.entry.record_json:
+            elif not (node.entry.sized and entry.record_json == node.entry.record_json):
                 node.entry = dataclasses.replace(entry, size=node.entry.size)
         return inode
 
@@ -345,42 +347,67 @@ class Namespace:
 
     # --- sizes (ODM lists none: A19) ------------------------------------------------------
 
-    async def sized(self, inode: int, companions: Sequence[int] = ()) -> Node:
+    async def sized(
+        self, inode: int, companions: Sequence[int] = (), folder: int | None = None
+    ) -> Node:
         """``inode``'s node with its size known: asked for now if the listing did not say
-        it, together with its ``companions`` (a BAM's index: what its reader opens next).
-        ``NotFound``: it is gone. The ``WALK_AFTER``-th file of one folder sized this way
-        looks like a walk (``ls -l``, a file manager): from then on the folder's other sizes
-        are asked for ahead, in listing order, ``WALK_AHEAD`` plus two for every file the walk
-        has asked for (so a ``stat`` costs one HEAD, and a walk of the whole folder keeps
-        the HEADs' concurrency busy without sizing much more than it looks at)."""
+        it; its ``companions`` (a BAM's index: what its reader opens next) at the same time,
+        in the background, whose failures are theirs. ``folder``: where it was looked up
+        (else the folder that listed it last). ``NotFound``: it is gone.
+
+        The ``WALK_AFTER``-th file of one folder sized this way, each within
+        ``WALK_IDLE_SECONDS`` of the last, looks like a walk (``ls -l``, a file manager):
+        from then on the folder's other sizes are asked for ahead, in listing order,
+        ``WALK_AHEAD`` plus two for every file the walk has looked at (so a ``stat`` costs
+        one HEAD, and a walk of the whole folder keeps the HEADs' concurrency busy without
+        sizing much more than it looks at)."""
         node = self.node(inode)
         if node.entry.sized:
             return node
-        self._walked(inode)
+        self._walked(inode, folder)
         others = [c for c in companions if c != inode and not self.node(c).entry.sized]
-        batch = [node.entry, *(self._nodes[c].entry for c in others)]
-        entry, *theirs = await self.backend.sized(batch)
-        for companion, known in zip(others, theirs, strict=True):
-            if known is not None:
-                self._learned(companion, known)
+        if others and self._nursery is not None:
+            self._nursery.start_soon(self._size_quietly, others)
+        [entry] = await self.backend.sized([node.entry])
         if entry is None:
             raise NotFound(f"{node.entry.name} (gone since it was listed)")
         self._learned(inode, entry)
         return node
 
     def _learned(self, inode: int, entry: RemoteEntry) -> None:
+        """A size learned for ``entry``: kept unless a newer record came meanwhile (that one
+        is sized on its own)."""
         node = self._nodes[inode]
-        if not node.entry.sized and node.entry.id == entry.id:
+        if not node.entry.sized and node.entry.record_json == entry.record_json:
             node.entry = entry
-        self._unsized_in.pop(inode, None)
+            self._unsized_in.pop(inode, None)
 
-    def _walked(self, inode: int) -> None:
-        folder = self._unsized_in.get(inode)
+    async def _size_quietly(self, inodes: list[int]) -> None:
+        """Sizes nobody waits for (a BAM's index, at the BAM's lookup): a failure is the
+        index's own lookup's to report."""
+        with trio.move_on_after(self.timeout):
+            try:
+                answers = await self.backend.sized([self._nodes[i].entry for i in inodes])
+            except RemoteError as exc:
+                log.debug("sizing %d companion file(s) failed: %s", len(inodes), exc)
+                return
+            except Exception:  # a bug, or an answer no parser foresaw: never fatal
+                log.exception("sizing companion files failed unexpectedly")
+                return
+            for inode, entry in zip(inodes, answers, strict=True):
+                if entry is not None:
+                    self._learned(inode, entry)
+
+    def _walked(self, inode: int, folder: int | None) -> None:
+        if folder is None:
+            folder = self._unsized_in.get(inode)
         if folder is None or self._nursery is None:
             return
         walk = self._walks.get(folder)
-        if walk is None:
-            walk = self._walks[folder] = _Walk()
+        now = trio.current_time()
+        if walk is None or (not walk.running and now - walk.last > WALK_IDLE_SECONDS):
+            walk = self._walks[folder] = _Walk()  # asks far apart are no walk
+        walk.last = now
         walk.asked.add(inode)
         if len(walk.asked) < WALK_AFTER:
             return
@@ -404,8 +431,8 @@ class Namespace:
         """Size ``folder``'s files ahead of a walk, in listing order (``ls`` stats them as
         ``getdents`` gives them, and sorts afterwards), within its allowance,
         ``WALK_WORKERS`` at a time; ends when everything is sized or the walk has looked at
-        nothing for ``WALK_IDLE_SECONDS``. A failure ends a worker quietly: each ``stat``
-        then asks for its own."""
+        nothing for ``WALK_IDLE_SECONDS``. A file that cannot be sized is left to its own
+        lookup, which asks again (and reports)."""
         listing = self._listings.get(folder)
         order = iter(listing.inodes if listing is not None else ())
 
@@ -421,15 +448,12 @@ class Namespace:
                     if idle.cancelled_caught:
                         return
                 walk.issued += 1
-                log.debug(
-                    "walk %d: sizing %d (issued %d of %d)",
-                    folder,
-                    child,
-                    walk.issued,
-                    walk.allowance,
-                )
                 with trio.move_on_after(self.timeout):
-                    [entry] = await self.backend.sized([node.entry])
+                    try:
+                        [entry] = await self.backend.sized([node.entry])
+                    except RemoteError as exc:  # this file's lookup will ask (and say) again
+                        log.debug("sizing %s ahead of a walk failed: %s", node.entry.id, exc)
+                        continue
                     if entry is not None:
                         self._learned(child, entry)
                         self._ahead_of[child] = folder
@@ -438,10 +462,6 @@ class Namespace:
             async with trio.open_nursery() as nursery:
                 for _ in range(WALK_WORKERS):
                     nursery.start_soon(worker)
-        except* RemoteError as group:
-            log.debug(
-                "sizing the files of folder %d ahead stopped: %s", folder, group.exceptions[0]
-            )
         except* Exception:  # a bug, or an answer no parser foresaw: never fatal
             log.exception("sizing the files of folder %d failed unexpectedly", folder)
         finally:

@@ -232,7 +232,7 @@ class Operations(pyfuse3.Operations):
                 for c in companion_names(name)
                 if listing is not None and c in listing.by_name
             ]
-            node = await self.ns.sized(node.inode, companions)
+            node = await self.ns.sized(node.inode, companions, folder=parent_inode)
         else:
             self.ns.looked_up(node.inode)
         if not node.entry.is_dir:

@@ -255,6 +255,8 @@ async def test_before_any_header_the_budget_grants_a_cautious_estimate(redis: Re
         ["SET", "budget", "nonsense"],
         ["HSET", "budget", "remaining", "5", "reset", "99999999999", "limit", "1000"],
         ["HSET", "budget", "remaining", "lots", "reset", "soon"],
+        ["HSET", "budget", "remaining", "0", "reset", "nan", "limit", "1000", "est", "0"],
+        ["HSET", "budget", "remaining", "5", "reset", "inf", "limit", "1000", "est", "0"],
     ],
 )
 async def test_a_garbage_budget_is_replaced(redis: Redis, plant: list[str]) -> None:
@@ -355,3 +357,12 @@ async def test_large_values_are_compressed_and_their_form_is_authenticated(redis
         again = Computations(listing)
         assert await fetch(b, "folder", again) == listing
         assert again.calls == 1 and b.stats["rejected"] == 1
+
+
+async def test_a_planted_budget_never_grants_more_than_the_callers_limit(redis: Redis) -> None:
+    async with joined(redis.url) as shared:
+        window = str(time.time() + 600)
+        redis.cli("HSET", shared._key("budget"), "remaining", "1000000", "reset", window)
+        redis.cli("HSET", shared._key("budget"), "limit", "1000000", "est", "0")
+        waits = await take_many([shared], each=30, limit=20)
+        assert sum(1 for w in waits if w == 0) == 20

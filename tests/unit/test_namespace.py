@@ -287,6 +287,7 @@ class Unsized(Scripted):
         ]
         self.asked: list[str] = []
         self.gone: set[str] = set()
+        self.failing: set[str] = set()
 
     async def sized(self, batch: list[RemoteEntry]) -> list[RemoteEntry | None]:
         out: list[RemoteEntry | None] = []
@@ -296,6 +297,8 @@ class Unsized(Scripted):
                 continue
             self.asked.append(entry.name)
             await trio.sleep(0.04)
+            if entry.name in self.failing:
+                raise Transient(f"HEAD of {entry.name}: 503")
             if entry.name in self.gone:
                 out.append(None)
             else:
@@ -328,14 +331,20 @@ async def test_names_need_no_sizes_a_stat_one_size_and_a_walk_sizes_ahead(
         await trio.sleep(5)
         assert backend.asked == ["bb"], "one stat, one size"
         # more files of the folder: a walk; sizes are asked for ahead, in name order
-        for name in (b"f198", b"f199"):
+        for name in (b"f197", b"f198", b"f199"):  # "bb" was too long ago to count
             await names.sized(listing.by_name[name])
-        assert backend.asked == ["bb", "f198", "f199"]
+        assert backend.asked == ["bb", "f197", "f198", "f199"]
         assert (await names.sized(listing.by_name[b"a"])).entry.size == 1
         await trio.sleep(WALK_IDLE_SECONDS + 10)  # the walk stops: nothing more is asked
         order = ["ccc", "a", "gone", *many]  # listing order (as ls stats), those unsized
-        assert set(backend.asked) == {"bb", "f198", "f199", *order[: WALK_AHEAD + 2 * WALK_AFTER]}
-        ahead = [n for n in backend.asked[3:] if n != "a"]
+        assert set(backend.asked) == {
+            "bb",
+            "f197",
+            "f198",
+            "f199",
+            *order[: WALK_AHEAD + 2 * WALK_AFTER],
+        }
+        ahead = [n for n in backend.asked[4:] if n != "a"]
         assert ahead == [n for n in order if n in ahead]
         gone = listing.by_name[b"gone"]
         with pytest.raises(NotFound, match="gone"):
@@ -354,6 +363,9 @@ async def test_names_need_no_sizes_a_stat_one_size_and_a_walk_sizes_ahead(
         await names.listing(ROOT_INODE)
         changed = names.node(listing.by_name[b"a"]).entry
         assert not changed.sized and changed.size == 1 and changed.record_json == b"changed"
+        names._listings.clear()  # and again, still unsized: still the old size
+        await names.listing(ROOT_INODE)
+        assert names.node(listing.by_name[b"a"]).entry.size == 1
         nursery.cancel_scope.cancel()
 
 
@@ -366,3 +378,21 @@ def test_unsized_entries_survive_the_record_codec() -> None:
     assert decode_entry(encode_entry(sized)) == sized
     with pytest.raises(ValueError):
         decode_entry(["id", "d", True, -1, 0, "", "{}", "{}"])
+
+
+async def test_a_companion_that_cannot_be_sized_fails_only_its_own_lookup(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    backend = Unsized("x.bam", "x.bam.bai")
+    backend.failing.add("x.bam.bai")
+    names = Namespace(backend, ROOT, ttl=TTL, timeout=30)  # type: ignore[arg-type]
+    async with trio.open_nursery() as nursery:
+        await nursery.start(names.run)
+        listing = await names.listing(ROOT_INODE)
+        bam, bai = listing.by_name[b"x.bam"], listing.by_name[b"x.bam.bai"]
+        assert (await names.sized(bam, [bai], folder=ROOT_INODE)).entry.size == 5
+        await trio.testing.wait_all_tasks_blocked()
+        assert sorted(backend.asked) == ["x.bam", "x.bam.bai"]  # at the same time
+        with pytest.raises(Transient):
+            await names.sized(bai)
+        nursery.cancel_scope.cancel()

@@ -47,6 +47,21 @@ def test_malformed_urls_are_one_line_errors_without_the_password(url: str, messa
     assert "\n" not in str(info.value) and "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize("password", ["s3cr/et", "s3cr?et", "s3cr#et", "p@ss:w0rd"])
+def test_a_password_with_reserved_characters_is_still_a_password(password: str) -> None:
+    url = f"redis://node:{password}@127.0.0.1:6390/2"
+    assert parse_url(url) == ("127.0.0.1", 6390, 2, False, "node", password)
+    assert has_password(url) and password not in redacted(url)
+    assert without_password(url) == ("redis://node@127.0.0.1:6390/2", password)
+    bad = f"redis://:{password}@127.0.0.1:notaport/0"
+    with pytest.raises(SharedStateError) as info:
+        parse_url(bad)
+    assert password not in str(info.value)
+    for argv in (["m", "--shared-state", url], ["m", f"--shared={url}"]):
+        command, env = _password_to_environment(argv, url)
+        assert password not in " ".join(command) and env[PASSWORD_ENV] == password
+
+
 def test_the_password_is_never_shown() -> None:
     assert redacted("redis://:hunter2@h:1/0") == "redis://:***@h:1/0"
     assert redacted("redis://node:hunter2@h/0") == "redis://node:***@h/0"
