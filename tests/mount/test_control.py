@@ -129,13 +129,17 @@ def test_pins_beyond_half_the_cache_are_refused_before_anything(
 def test_ctrl_c_stops_a_warm_and_leaves_the_mount_healthy(demo_tree: Path, tmp_path: Path) -> None:
     expected = mount_files(demo_tree, "sevenbridges")
     # 250 ms per request: the 1 GiB warm takes seconds (256 pieces, 12 at once); Ctrl-C as
-    # soon as the emulator has served its first piece (CI once saw the cache still say
-    # "none" until the warm was done, and exit 0)
+    # soon as the emulator has served its first piece. The warm gets SIGINT's default
+    # action back: under a runner that ignores it (a background job), Python would ignore
+    # it too, and the warm would run to its end.
     with emulated(demo_tree, tmp_path, "--latency-ms", "250") as emu:  # noqa: SIM117
         with platform_mount("sevenbridges", emu, tmp_path) as m:
             big = m.path / BIG
             warm = subprocess.Popen(
-                [*REMOTEFS, "warm", str(big)], stderr=subprocess.PIPE, text=True
+                [*REMOTEFS, "warm", str(big)],
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
             try:
                 deadline = time.monotonic() + 60
