@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from remotefs.mounts import mount_at, mounts
+from remotefs.units import format_size
 
 CONTROL_XATTR = "user.remotefs.control"
 
@@ -229,13 +230,7 @@ def status(mountpoints: list[Path], *, as_json: bool, out: IO[str] = sys.stdout)
 
 
 def render(s: dict[str, Any]) -> str:
-    def size(n: float) -> str:
-        for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-            if n < 1024 or unit == "TiB":
-                return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-            n /= 1024
-        return f"{n} B"
-
+    size = format_size
     lines = [
         f"{s['mountpoint']}: {s['platform']} at {s['endpoint']} (pid {s['pid']}, up "
         f"{s['uptime_s']:.0f} s)",

@@ -64,6 +64,7 @@ from remotefs.fs.namespace import Namespace
 from remotefs.http.ratelimit import RateLimitState
 from remotefs.metrics import METRICS, Metrics
 from remotefs.model import RemoteEntry
+from remotefs.units import format_size
 
 log = logging.getLogger(__name__)
 
@@ -442,9 +443,9 @@ class ControlServer:
             await self.cache.pin(entries)
         except PinsTooLarge as exc:
             return (
-                f"pinning these {exc.files} files would pin {_size(exc.slots * CHUNK_SIZE)} "
+                f"pinning these {exc.files} files would pin {format_size(exc.slots * CHUNK_SIZE)} "
                 "(the cache keeps files in 1 MiB slots: each file takes its size rounded up), "
-                f"more than the {_size(exc.allowed * CHUNK_SIZE)} allowed (half of "
+                f"more than the {format_size(exc.allowed * CHUNK_SIZE)} allowed (half of "
                 "--cache-size); nothing was pinned or fetched"
             )
         except _DISK_ERRORS as exc:
@@ -479,14 +480,6 @@ def _trusted(sock: trio.socket.SocketType) -> bool:
         return True
     log.warning("control socket: refused a peer of uid %d", uid)
     return False
-
-
-def _size(nbytes: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if nbytes < 1024 or unit == "TiB":
-            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.1f} {unit}"
-        nbytes /= 1024
-    return f"{nbytes} B"
 
 
 Emit = Callable[[dict[str, Any]], Awaitable[None]]
