@@ -49,6 +49,19 @@ def demo_emulator(demo_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         emu.stop()
 
 
+@contextmanager
+def emulated(demo_tree: Path, tmp_path: Path, *knobs: str) -> Iterator[Emulator]:
+    """An emulator of the demo dataset of its own, with ``knobs`` (``--latency-ms 40`` …),
+    logging to ``tmp_path/emu.log``; stopped on the way out."""
+    emu = start_emulator(
+        ["--data", str(demo_tree), "--project", PROJECT, *knobs], tmp_path / "emu.log", (TOKEN,)
+    )
+    try:
+        yield emu
+    finally:
+        emu.stop()
+
+
 def sb_env(emulator: Emulator) -> dict[str, str]:
     return {"SB_AUTH_TOKEN": TOKEN, "SB_API_ENDPOINT": f"{emulator.url}/v2"}
 

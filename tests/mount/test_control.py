@@ -15,31 +15,18 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.mount.conftest import PROJECT, TOKEN, platform_mount
-from tests.support.emulator import Emulator, start_emulator
+from tests.mount.conftest import emulated, platform_mount
+from tests.support.emulator import Emulator
 from tests.support.expect import mount_files
 from tests.support.fuse import Mount
 
 BIG = "big/random-1GiB.bin"
 REMOTEFS = [sys.executable, "-m", "remotefs"]
-
-
-@contextmanager
-def emulated(demo_tree: Path, tmp_path: Path, *knobs: str) -> Iterator[Emulator]:
-    emu = start_emulator(
-        ["--data", str(demo_tree), "--project", PROJECT, *knobs], tmp_path / "emu.log", (TOKEN,)
-    )
-    try:
-        yield emu
-    finally:
-        emu.stop()
 
 
 def remotefs(*args: object, timeout: float = 300) -> subprocess.CompletedProcess[str]:

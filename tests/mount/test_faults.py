@@ -16,30 +16,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from remotefs.cache.extents import CHUNK_SIZE
-from tests.mount.conftest import PROJECT, TOKEN, mount_args, platform_mount, sb_env
+from tests.mount.conftest import PROJECT, TOKEN, emulated, mount_args, platform_mount, sb_env
 from tests.support.emulator import Emulator, start_emulator
 from tests.support.expect import mount_files
 from tests.support.fuse import start_mount
 
 BIG = "random-1GiB.bin"
-
-
-@contextmanager
-def emulated(demo_tree: Path, tmp_path: Path, *knobs: str) -> Iterator[Emulator]:
-    emu = start_emulator(
-        ["--data", str(demo_tree), "--project", PROJECT, *knobs], tmp_path / "emu.log", (TOKEN,)
-    )
-    try:
-        yield emu
-    finally:
-        emu.stop()
 
 
 def md5_of(path: Path, limit: int | None = None) -> str:
