@@ -59,11 +59,12 @@ from remotefs.errors import AccessDenied, InvalidQuery, NotFound, RemoteError, T
 from remotefs.fs.callers import Callers
 from remotefs.fs.namespace import ROOT_INODE, Namespace
 from remotefs.fs.operations import Operations
-from remotefs.http.client import make_client
+from remotefs.http.client import WARM_CONNECTIONS, make_client, threaded_transport
 from remotefs.http.send import give_up_connecting_after
 from remotefs.memory import bound_malloc
 from remotefs.model import RemoteEntry
 from remotefs.mounts import attached, mount_at
+from remotefs.origins import keep_warm
 from remotefs.prometheus import serve_metrics
 from remotefs.query import from_options
 from remotefs.redis_url import SharedStateError
@@ -137,7 +138,10 @@ def fuse_options(config: MountConfig) -> set[str]:
 async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None) -> None:
     bound_malloc()
     check_mountpoint(config.mountpoint)
-    async with make_client() as client, contextlib.AsyncExitStack() as services:
+    async with (
+        make_client(warm=WARM_CONNECTIONS) as client,
+        contextlib.AsyncExitStack() as services,
+    ):
         backend = open_backend(config, client)
         shared = open_shared_state(config, backend)
         namespace = f"{backend.xattr_namespace}@{backend.cache_scope}"
@@ -155,6 +159,8 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             raise MountError(str(exc)) from None
         records = open_records(directory / "records", backend.user_key)
         backend.memory = records
+        if (transport := threaded_transport(client)) is not None:
+            await trio.to_thread.run_sync(keep_warm, transport, backend.api_url, records)
         mounted = False
         try:
             if shared is not None:

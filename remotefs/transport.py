@@ -36,10 +36,12 @@ Invariants:
   (``http.client``'s limit; storage services send ~20). A body is read in pieces of at most
   ``WHOLE_BODY_BYTES`` (one piece for every ranged read), so a wrong ``Content-Length``
   never allocates much more than the bytes that actually arrive.
-- **Pooling**: a connection goes back to its host's idle list only after a complete response
-  that does not close it. One that the server closed while idle is noticed (its socket is
-  readable) and dropped before use; a reused connection that fails before any response byte
-  is retried once on a new connection (GET/HEAD only).
+- **Pooling** (:mod:`remotefs.pool`): a connection goes back to its origin's idle list only
+  after a complete response that does not close it. One that the server closed while idle is
+  noticed (its socket is readable) and dropped before use; a reused connection that fails
+  before any response byte is retried once on a new connection (GET/HEAD only). With
+  ``warm``, the pool also opens connections ahead of requests, re-opens those the servers
+  close while idle (never by sending a request), and resumes TLS sessions.
 """
 
 from __future__ import annotations
@@ -47,18 +49,18 @@ from __future__ import annotations
 import contextlib
 import http.client
 import re
-import select
 import socket
 import ssl
 import sys
 import threading
-from collections import defaultdict
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import trio
 
-_Origin = tuple[str, str, int]
+from remotefs.pool import ConnectionPool
+from remotefs.pool import Origin as _Origin
 
 WHOLE_BODY_BYTES = 64 << 20
 """Bodies up to this declared length are read in one piece (read-ahead requests are 4 MiB);
@@ -72,20 +74,34 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         *,
         max_connections: int = 32,
         ssl_context: ssl.SSLContext | None = None,
+        warm: int = 0,
+        connect_timeout: float = 15.0,
     ) -> None:
         """``ssl_context``: the certificates to trust (default: httpx's, from ``certifi`` or
-        ``SSL_CERT_FILE``/``SSL_CERT_DIR``); tests pass one trusting their own CA."""
+        ``SSL_CERT_FILE``/``SSL_CERT_DIR``); tests pass one trusting their own CA. ``warm``:
+        connections kept open per origin in use (:mod:`remotefs.pool`; 0: none opened ahead
+        of a request)."""
         self._ssl_context = ssl_context or httpx.create_ssl_context()
         self._limiter = trio.CapacityLimiter(max_connections)
-        self._idle: defaultdict[_Origin, list[http.client.HTTPConnection]] = defaultdict(list)
-        self._idle_lock = threading.Lock()  # at most max_connections idle: no more exist
-        self._closed = False
+        self._connect_timeout = connect_timeout
+        self.pool = ConnectionPool(self._ahead, warm=warm, on_new_origin=self._new_origin)
+        self.on_new_origin: Callable[[str], None] | None = None
+        """Called with ``scheme://host:port`` the first time a request goes to an origin
+        (the mount remembers storage hosts with it, :mod:`remotefs.origins`)."""
+
+    def warm(self, url: str) -> None:
+        """Open connections to ``url``'s origin now and keep them open (see :mod:`remotefs.pool`);
+        a URL that is not http(s) is ignored."""
+        parsed = httpx.URL(url)
+        if parsed.scheme in ("http", "https") and parsed.host:
+            self.pool.warm(_origin(parsed))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if request.url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {request.url.scheme!r}")
         body = await request.aread()
         exchange = _Exchange(self, request, body)
+        self.pool.using(exchange.origin)
         try:
             version, status, reason, headers, content = await trio.to_thread.run_sync(
                 exchange.run, abandon_on_cancel=True, limiter=self._limiter
@@ -93,6 +109,8 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         except trio.Cancelled:
             exchange.abort()
             raise
+        finally:
+            self.pool.done(exchange.origin)
         return httpx.Response(
             status,
             headers=headers,
@@ -101,43 +119,39 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         )
 
     async def aclose(self) -> None:
-        self._closed = True
-        with self._idle_lock:
-            idle = [c for conns in self._idle.values() for c in conns]
-            self._idle.clear()
-        for conn in idle:
-            conn.close()
+        self.pool.close()
 
-    # --- the pool (called from worker threads) ----------------------------------------------
+    def _new_origin(self, origin: _Origin) -> None:
+        if self.on_new_origin is not None:
+            self.on_new_origin(_url(origin))
 
-    def _take_idle(self, origin: _Origin) -> http.client.HTTPConnection | None:
-        with self._idle_lock:
-            conns = self._idle.get(origin)
-            while conns:
-                conn = conns.pop()
-                if _still_open(conn):
-                    return conn
-                conn.close()
-        return None
+    # --- connections (called from worker threads) ---------------------------------------------
 
-    def _give_back(self, origin: _Origin, conn: http.client.HTTPConnection) -> None:
-        with self._idle_lock:
-            if not self._closed:
-                self._idle[origin].append(conn)
-                return
-        conn.close()
+    def _ahead(self, origin: _Origin) -> http.client.HTTPConnection:
+        """An unconnected connection for the pool to open ahead of any request."""
+        return self._new_connection(origin, self._connect_timeout, _no_exchange)
 
     def _new_connection(
         self, origin: _Origin, timeout: float | None, attach: Callable[[socket.socket], None]
     ) -> http.client.HTTPConnection:
         scheme, host, port = origin
-        conn: http.client.HTTPConnection
+        conn: _Connection
         if scheme == "https":
-            conn = _TLSConnection(host, port, timeout, attach, self._ssl_context)
+            conn = _TLSConnection(host, port, timeout, attach, self._ssl_context, self.pool, origin)
         else:
-            conn = _Connection(host, port, timeout, attach)
+            conn = _Connection(host, port, timeout, attach, self.pool)
         conn.response_class = _FinalResponse
         return conn
+
+
+def _origin(url: httpx.URL) -> _Origin:
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return (url.scheme, url.raw_host.decode("ascii"), port)  # IDNA-encoded, as in Host
+
+
+def _url(origin: _Origin) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{host}:{port}"
 
 
 def _no_exchange(sock: socket.socket) -> None:
@@ -156,17 +170,27 @@ class _Connection(http.client.HTTPConnection):
     connection must not keep its first exchange (its request and URL) alive."""
 
     def __init__(
-        self, host: str, port: int, timeout: float | None, attach: Callable[[socket.socket], None]
+        self,
+        host: str,
+        port: int,
+        timeout: float | None,
+        attach: Callable[[socket.socket], None],
+        pool: ConnectionPool,
     ) -> None:
         super().__init__(host, port, timeout=timeout)
         self._attach = attach
+        self._pool = pool
+        self.opened = 0.0
+        """``time.monotonic()`` when it connected."""
 
     def connect(self) -> None:
         sys.audit("http.client.connect", self, self.host, self.port)
         try:
             self.sock = self._connected_socket()
+            self._pool.connected()
             self._attach(self.sock)  # a cancel just before the connect did not end it
             self._handshake()
+            self.opened = time.monotonic()
         finally:
             self._attach = _no_exchange
 
@@ -211,30 +235,25 @@ class _TLSConnection(_Connection):
         timeout: float | None,
         attach: Callable[[socket.socket], None],
         context: ssl.SSLContext,
+        pool: ConnectionPool,
+        origin: _Origin,
     ) -> None:
-        super().__init__(host, port, timeout, attach)
+        super().__init__(host, port, timeout, attach, pool)
         self._tls = context
+        self._origin = origin
 
     def _wrap(self, sock: socket.socket) -> socket.socket:
-        return self._tls.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
+        return self._tls.wrap_socket(
+            sock,
+            server_hostname=self.host,
+            do_handshake_on_connect=False,
+            session=self._pool.session(self._origin),  # resumed if the server still has it
+        )
 
     def _handshake(self) -> None:
         assert isinstance(self.sock, ssl.SSLSocket)
         self.sock.do_handshake()
-
-
-def _still_open(conn: http.client.HTTPConnection) -> bool:
-    """False when the server closed an idle connection: its socket is readable (EOF, or bytes
-    nobody asked for). ``poll``, not ``select``: any descriptor number works."""
-    sock = conn.sock
-    if sock is None:
-        return False
-    poller = select.poll()
-    try:
-        poller.register(sock, select.POLLIN)
-        return not poller.poll(0)
-    except (OSError, ValueError):
-        return False
+        self._pool.handshaken(self._origin, self.sock)
 
 
 class _HandedOver(httpx.AsyncByteStream):
@@ -264,10 +283,8 @@ class _Exchange:
         self.transport = transport
         self.method = request.method
         url = request.url
-        port = url.port or (443 if url.scheme == "https" else 80)
-        host = url.raw_host.decode("ascii")  # IDNA-encoded as in the Host header, not Unicode
-        self.origin: _Origin = (url.scheme, host, port)
-        self.where = f"{host}:{port}"
+        self.origin: _Origin = _origin(url)
+        self.where = f"{self.origin[1]}:{self.origin[2]}"
         self.target = url.raw_path.decode("ascii")
         self.headers = request.headers.raw
         self.body = body
@@ -291,7 +308,7 @@ class _Exchange:
                 socket.socket.shutdown(sock, socket.SHUT_RDWR)
 
     def run(self) -> tuple[bytes, int, str, list[tuple[bytes, bytes]], bytes]:
-        conn = self.transport._take_idle(self.origin)
+        conn = self.transport.pool.take(self.origin, lambda: self._aborted)
         if conn is not None:
             try:
                 return self._on(conn, reused=True)
@@ -327,7 +344,7 @@ class _Exchange:
                 self._sock = None
                 keep = keep and not self._aborted
             if keep:
-                self.transport._give_back(self.origin, conn)
+                self.transport.pool.give_back(self.origin, conn)
             else:
                 conn.close()
 

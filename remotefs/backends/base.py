@@ -56,6 +56,8 @@ class Backend(Protocol):
     """``sbg`` or ``odm``: metadata is served as ``user.<xattr_namespace>.<key>``."""
     cache_scope: str
     """The endpoint the IDs belong to: cached bytes are kept per platform and scope."""
+    api_url: str
+    """The API's base URL (holds no secret): the mount keeps connections to it open."""
     user_key: str
     """A keyed hash of the credentials (never the token): what a user's listings are kept
     under in the record cache, so that two tokens never see each other's folders."""

@@ -136,6 +136,7 @@ class GenestackBackend:
         self._asked_memory: set[str] = set()
         """Accessions whose sizes were looked for in ``memory`` (found or not)."""
         self._head_flights: SingleFlight[str, _Sized | None] = SingleFlight()
+        self.api_url = self._host
         self.cache_scope = self._host
         """Where the accessions come from (the host root): keeps the block caches of two
         servers apart. Holds no secret."""

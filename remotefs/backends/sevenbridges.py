@@ -120,6 +120,7 @@ class SevenBridgesBackend:
         self._project_record: dict[str, Any] | None = None
         self._urls: dict[str, SignedUrl] = {}
         self._url_flights: SingleFlight[str, SignedUrl] = SingleFlight()
+        self.api_url = self._api
         self.cache_scope = self._api
         """Where the IDs come from (the API base URL): keeps the block caches of two
         platforms apart. Holds no secret."""

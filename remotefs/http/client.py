@@ -36,10 +36,16 @@ if _conn is not None and isinstance(getattr(_conn, "READ_NUM_BYTES", None), int)
     _conn.READ_NUM_BYTES = max(_conn.READ_NUM_BYTES, HTTP_READ_BYTES)
 
 
+WARM_CONNECTIONS = 4
+"""Connections kept open per host in use (:mod:`remotefs.pool`): a BAM's head, index and
+tail at once, and one more."""
+
+
 def make_client(
     *,
     timeout: float = CONNECT_AND_READ_TIMEOUT,
     max_connections: int = 32,
+    warm: int = 0,
     transport: httpx.AsyncBaseTransport | None = None,
 ) -> httpx.AsyncClient:
     """The mount's one HTTP client.
@@ -50,13 +56,16 @@ def make_client(
     unless the environment names a proxy (``HTTPS_PROXY``, ``ALL_PROXY``, ...): httpx then
     keeps its own transport, which honours proxies and ``NO_PROXY`` (with a custom transport
     httpx would ignore them). ``transport`` is for tests (``httpx.MockTransport``,
-    ``httpx.ASGITransport``).
+    ``httpx.ASGITransport``). ``warm``: connections the threaded transport keeps open per
+    host in use (the mount passes ``WARM_CONNECTIONS``).
     """
     if transport is None:
         if {"http", "https", "all"} & urllib.request.getproxies().keys():
             log.info("a proxy is configured: responses are received by httpx's own transport")
         else:
-            transport = ThreadedTransport(max_connections=max_connections)
+            transport = ThreadedTransport(
+                max_connections=max_connections, warm=warm, connect_timeout=timeout
+            )
     return httpx.AsyncClient(
         timeout=httpx.Timeout(timeout),
         limits=httpx.Limits(
@@ -66,3 +75,9 @@ def make_client(
         follow_redirects=False,
         transport=transport,
     )
+
+
+def threaded_transport(client: httpx.AsyncClient) -> ThreadedTransport | None:
+    """The client's :class:`~remotefs.transport.ThreadedTransport` (``None`` behind a proxy)."""
+    transport = client._transport
+    return transport if isinstance(transport, ThreadedTransport) else None

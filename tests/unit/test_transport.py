@@ -25,6 +25,7 @@ import trustme
 
 from remotefs.http.client import make_client
 from remotefs.http.send import send
+from remotefs.pool import ConnectionPool
 from remotefs.transport import ThreadedTransport
 
 SECRET_PATH = "/bucket/object?X-Amz-Signature=SIGNATURE-SECRET"
@@ -43,6 +44,9 @@ class ScriptedServer:
         self.peer_closed = threading.Event()  # a client closed a connection
         self.hung_up = threading.Event()  # the script closed a connection
         self.release = threading.Event()  # ends the replies that stall on purpose
+        self.changed = threading.Condition()  # notified on each accept and handshake
+        self.live: list[socket.socket] = []  # connections not yet closed by either side
+        self.resumed: list[bool] = []  # per TLS handshake: did it resume a session?
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._threads: list[threading.Thread] = []
@@ -58,7 +62,10 @@ class ScriptedServer:
                 conn, _ = self._listener.accept()
             except OSError:
                 return
-            self.accepted += 1
+            with self.changed:
+                self.accepted += 1
+                self.live.append(conn)
+                self.changed.notify_all()
             thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
             self._threads.append(thread)
             thread.start()
@@ -66,10 +73,15 @@ class ScriptedServer:
     def _serve(self, conn: socket.socket) -> None:
         if self.tls is not None:
             try:
-                conn = self.tls.wrap_socket(conn, server_side=True)
-            except OSError:  # the client refused our certificate
+                tls = self.tls.wrap_socket(conn, server_side=True)
+            except OSError:  # the client refused our certificate (or left before it ended)
                 conn.close()
                 return
+            with self.changed:
+                self.resumed.append(tls.session_reused)
+                self.live = [tls if c is conn else c for c in self.live]
+                self.changed.notify_all()
+            conn = tls
         with conn:
             pending = b""
             while True:
@@ -88,6 +100,20 @@ class ScriptedServer:
                 if not self.reply(len(self.heads), head, conn):
                     break
         self.hung_up.set()
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+        """Wait (bounded) until ``condition()`` holds, re-checked on each accept/handshake."""
+        with self.changed:
+            return self.changed.wait_for(condition, timeout)
+
+    def drop_idle(self) -> int:
+        """Close every connection open now (a server's idle timeout); how many it closed."""
+        with self.changed:
+            live, self.live = self.live, []
+        for conn in live:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        return len(live)
 
     def close(self) -> None:
         self.release.set()
@@ -533,3 +559,146 @@ def test_make_client_leaves_proxies_to_httpx(monkeypatch) -> None:
     monkeypatch.setenv("HTTPS_PROXY", "http://127.0.0.1:9")
     transport = make_client()._transport_for_url(httpx.URL("https://storage.example/x"))
     assert not isinstance(transport, ThreadedTransport)
+
+
+# --- connections opened ahead: remotefs.pool ------------------------------------------------
+
+
+def warm_client(warm: int = 4, trust: ssl.SSLContext | None = None) -> httpx.AsyncClient:
+    transport = ThreadedTransport(warm=warm, ssl_context=trust)
+    return httpx.AsyncClient(transport=transport, timeout=10.0)
+
+
+def pool_of(c: httpx.AsyncClient) -> ConnectionPool:
+    transport = c._transport
+    assert isinstance(transport, ThreadedTransport)
+    return transport.pool
+
+
+async def test_a_warmed_origin_has_its_connections_open_before_any_request(serve) -> None:
+    server = serve(answer_x)
+    async with warm_client() as c:
+        transport = c._transport
+        assert isinstance(transport, ThreadedTransport)
+        transport.warm(server.url("/"))
+        assert await trio.to_thread.run_sync(server.wait_until, lambda: server.accepted == 4)
+        # three at once, as a BAM's head, index and tail: all on the open ones
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(c.get, server.url())
+    assert server.accepted == 4 and len(server.heads) == 3
+
+
+async def test_a_first_request_opens_the_others_beside_it(serve) -> None:
+    server = serve(answer_x)
+    async with warm_client() as c:
+        # the request takes the first of those opened beside it; one more makes up the four
+        assert (await c.get(server.url())).content == b"x"
+        assert await trio.to_thread.run_sync(server.wait_until, lambda: server.accepted == 4)
+        pool = pool_of(c)
+        assert await trio.to_thread.run_sync(
+            server.wait_until, lambda: pool.stats.opened_ahead == 4
+        )
+    assert len(server.heads) == 1 and server.accepted == 4
+
+
+async def test_connections_the_server_closes_while_idle_are_reopened_without_a_request(
+    serve,
+) -> None:
+    server = serve(answer_x)
+    async with warm_client(warm=2) as c:
+        pool_of(c).min_lifetime = 0.0  # (the loop guard has a test of its own, below)
+        assert (await c.get(server.url())).content == b"x"
+        assert await trio.to_thread.run_sync(server.wait_until, lambda: server.accepted == 2)
+        for round_ in (1, 2):
+            # the server's idle timeout: both closed, both re-opened
+            assert server.drop_idle() == 2
+            assert await trio.to_thread.run_sync(
+                server.wait_until, lambda r=round_: server.accepted == 2 + 2 * r
+            ), server.accepted
+        assert len(server.heads) == 1  # not one request to keep them open
+        assert pool_of(c).stats.closed_idle == 4
+        assert (await c.get(server.url())).content == b"x"
+    assert server.accepted == 6 and len(server.heads) == 2
+
+
+async def test_a_server_that_closes_at_once_is_not_reconnected_in_a_loop(serve) -> None:
+    server = serve(answer_x)
+    async with warm_client(warm=2) as c:
+        assert (await c.get(server.url())).content == b"x"
+        assert await trio.to_thread.run_sync(server.wait_until, lambda: server.accepted == 2)
+        server.drop_idle()  # within MIN_LIFETIME of their opening: not replaced
+        pool = pool_of(c)
+        with trio.fail_after(5):
+            while pool.stats.closed_idle < 2:  # the watcher decides (bounded: 5 s)
+                await trio.sleep(0.005)
+        assert pool.opening == 0 and server.accepted == 2
+        # the next request warms the origin again
+        assert (await c.get(server.url())).content == b"x"
+        assert await trio.to_thread.run_sync(server.wait_until, lambda: server.accepted == 4)
+
+
+async def test_a_request_takes_a_connection_being_opened_rather_than_a_new_one(serve) -> None:
+    server = serve(answer_x)
+    async with warm_client(warm=1) as c:
+        transport = c._transport
+        assert isinstance(transport, ThreadedTransport)
+        transport.warm(server.url("/"))  # being opened (or open) when the request starts
+        assert (await c.get(server.url())).content == b"x"
+    assert server.accepted == 1
+
+
+async def test_an_origin_that_refuses_costs_only_its_requests() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]
+    async with warm_client() as c:
+        transport = c._transport
+        assert isinstance(transport, ThreadedTransport)
+        transport.warm(f"http://127.0.0.1:{port}/")
+        with pytest.raises(httpx.ConnectError):
+            await c.get(f"http://127.0.0.1:{port}/x")
+        assert pool_of(c).stats.opened_ahead == 0
+
+
+async def test_new_origins_are_reported_once_without_their_paths(serve) -> None:
+    server = serve(answer_x)
+    seen: list[str] = []
+    async with warm_client(warm=0) as c:
+        transport = c._transport
+        assert isinstance(transport, ThreadedTransport)
+        transport.on_new_origin = seen.append
+        await c.get(server.url(SECRET_PATH))
+        await c.get(server.url("/other"))
+    assert seen == [f"http://127.0.0.1:{server.port}"]
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+async def test_a_new_tls_connection_resumes_the_session(serve, ca, version) -> None:
+    tls = server_tls(ca, "127.0.0.1")
+    tls.minimum_version = tls.maximum_version = version
+    server = serve(answer_x, tls)
+    async with warm_client(warm=0, trust=trusting(ca)) as c:
+        assert (await c.get(server.url())).content == b"x"
+        server.drop_idle()  # the next request needs a new connection: it resumes
+        assert (await c.get(server.url())).content == b"x"
+        stats = pool_of(c).stats
+    assert server.resumed == [False, True]
+    assert (stats.tls_handshakes, stats.tls_resumed) == (2, 1)
+
+
+async def test_tls_connections_opened_ahead_stay_usable_after_their_tickets(serve, ca) -> None:
+    # TLS 1.3 sends its session tickets after the handshake: an idle socket opened ahead
+    # turns readable with them and must be kept, not taken for one the server closed.
+    tls = server_tls(ca, "127.0.0.1")
+    tls.minimum_version = ssl.TLSVersion.TLSv1_3
+    server = serve(answer_x, tls)
+    async with warm_client(warm=3, trust=trusting(ca)) as c:
+        transport = c._transport
+        assert isinstance(transport, ThreadedTransport)
+        transport.warm(server.url("/"))
+        assert await trio.to_thread.run_sync(server.wait_until, lambda: len(server.resumed) == 3)
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(c.get, server.url())
+        assert pool_of(c).stats.closed_idle == 0
+    assert server.accepted == 3 and len(server.heads) == 3
