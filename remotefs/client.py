@@ -267,6 +267,18 @@ def render(s: dict[str, Any]) -> str:
             + f"; shared {shared['hits']} hits, {shared['misses']} fetched here, "
             f"{shared['waits']} waits"
         )
+    conns = s.get("connections")
+    if conns is not None:
+        tls = (
+            f"; TLS {conns['tls_handshakes']} handshakes, {conns['tls_resumed']} resumed"
+            if conns["tls_handshakes"]
+            else ""
+        )
+        lines.append(
+            f"  connections  opened {conns['connects']} ({conns['opened_ahead']} ahead of a "
+            f"request), {conns['idle']} idle, {conns['closed_idle']} closed by servers while "
+            f"idle{tls}"
+        )
     error = s["last_error"]
     lines.append(
         f"  last error   {error['message']} ({time.time() - error['at']:.0f} s ago)"

@@ -200,6 +200,8 @@ class Status:
     rate_limit: RateLimitState | None
     shared: Callable[[], dict[str, Any]] | None = None
     """The cluster's shared state, described (``SharedState.snapshot``), with ``--shared-state``."""
+    connections: Callable[[], dict[str, int]] | None = None
+    """The connection pool's counters (``ConnectionPool.snapshot``); ``None`` behind a proxy."""
     metrics: Metrics = field(default_factory=lambda: METRICS)
 
     def snapshot(self) -> dict[str, Any]:
@@ -248,6 +250,7 @@ class Status:
             "in_flight": {"fetches": fetches, "bytes": fetching},
             "rate_limit": rate,
             "shared_state": self.shared() if self.shared is not None else None,
+            "connections": self.connections() if self.connections is not None else None,
             "errors_answered": m.errors_answered,
             "last_error": {"message": m.last_error, "at": m.last_error_at}
             if m.last_error

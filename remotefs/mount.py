@@ -159,7 +159,8 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
             raise MountError(str(exc)) from None
         records = open_records(directory / "records", backend.user_key)
         backend.memory = records
-        if (transport := threaded_transport(client)) is not None:
+        transport = threaded_transport(client)
+        if transport is not None:
             await trio.to_thread.run_sync(keep_warm, transport, backend.api_url, records)
         mounted = False
         try:
@@ -186,6 +187,7 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
                 config.cache_size,
                 backend.rate_limit,
                 shared.snapshot if shared is not None else None,
+                transport.pool.snapshot if transport is not None else None,
             )
             ops = Operations(
                 names,

@@ -36,6 +36,7 @@ the origin reports the failure). Nothing here sends a byte of HTTP.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import http.client
 import logging
 import os
@@ -140,6 +141,15 @@ class ConnectionPool:
             self._busy[origin] -= 1
             if self._warm:  # it may have taken one opened ahead, or lost its own
                 self._top_up(origin)
+
+    def snapshot(self) -> dict[str, int]:
+        """The counters, and the connections idle and being opened now (``remotefs status``)."""
+        with self._lock:
+            return {
+                **dataclasses.asdict(self.stats),
+                "idle": sum(len(items) for items in self._idle.values()),
+                "opening": sum(self._opening.values()),
+            }
 
     @property
     def opening(self) -> int:

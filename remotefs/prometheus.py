@@ -63,6 +63,17 @@ class StatusCollector(Collector):
         yield gauge("memory_rss_bytes", "Resident memory of the mount", s["memory"]["rss_bytes"])
         yield gauge("in_flight_fetches", "Byte ranges being fetched", s["in_flight"]["fetches"])
         yield gauge("in_flight_bytes", "Bytes being fetched", s["in_flight"]["bytes"])
+        conns = s.get("connections")
+        if conns is not None:
+            for key, doc in (
+                ("connects", "Connections opened"),
+                ("opened_ahead", "Connections opened ahead of any request"),
+                ("tls_handshakes", "TLS handshakes"),
+                ("tls_resumed", "TLS handshakes that resumed a session"),
+                ("closed_idle", "Idle connections closed by the servers"),
+            ):
+                yield counter(f"connections_{key}", doc, conns[key])
+            yield gauge("connections_idle", "Open connections waiting for a request", conns["idle"])
         shared = s.get("shared_state")
         if shared is not None:
             yield gauge("shared_state_up", "1 while the cluster's store answers", int(shared["up"]))
