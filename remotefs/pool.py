@@ -98,7 +98,7 @@ class ConnectionPool:
         self._open_connection = open_connection
         self._warm = warm
         self._on_new_origin = on_new_origin
-        self._lock = threading.Condition()
+        self._lock = threading.Condition(threading.Lock())  # not re-entered: cheaper
         self._idle: defaultdict[Origin, list[_Idle]] = defaultdict(list)
         self._by_fd: dict[int, _Idle] = {}
         self._opening: defaultdict[Origin, int] = defaultdict(int)
@@ -200,8 +200,7 @@ class ConnectionPool:
         conn.close()
 
     def session(self, origin: Origin) -> ssl.SSLSession | None:
-        with self._lock:
-            return self._sessions.get(origin)
+        return self._sessions.get(origin)
 
     def handshaken(self, origin: Origin, sock: ssl.SSLSocket) -> None:
         """A TLS handshake completed on a connection to ``origin``."""
@@ -308,8 +307,7 @@ class ConnectionPool:
             session = sock.session
             # TLS 1.3 resumes only from a ticket; TLS 1.2 also from the session's ID
             if session is not None and (session.has_ticket or sock.version() == "TLSv1.2"):
-                with self._lock:
-                    self._sessions[origin] = session
+                self._sessions[origin] = session  # one dict store: atomic, with or without _lock
 
 
 def _still_open(conn: http.client.HTTPConnection) -> bool:

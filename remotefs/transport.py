@@ -97,13 +97,28 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             self.pool.warm(_origin(parsed))
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        version, status, reason, headers, content = await self.exchange(request)
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=_HandedOver(content),
+            extensions={"http_version": version, "reason_phrase": reason.encode("latin-1")},
+        )
+
+    async def exchange(
+        self, request: httpx.Request
+    ) -> tuple[bytes, int, str, list[tuple[bytes, bytes]], bytes]:
+        """One exchange, below httpx's models: (HTTP version, status, reason, raw headers,
+        whole body). :func:`remotefs.http.send.send` calls this directly (no client-side
+        cookies, auth or redirects to run), which saves a third of the mount's CPU per
+        request when it sizes a folder of thousands of ODM files."""
         if request.url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {request.url.scheme!r}")
         body = await request.aread()
         exchange = _Exchange(self, request, body)
         self.pool.using(exchange.origin)
         try:
-            version, status, reason, headers, content = await trio.to_thread.run_sync(
+            return await trio.to_thread.run_sync(
                 exchange.run, abandon_on_cancel=True, limiter=self._limiter
             )
         except trio.Cancelled:
@@ -111,12 +126,6 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             raise
         finally:
             self.pool.done(exchange.origin)
-        return httpx.Response(
-            status,
-            headers=headers,
-            stream=_HandedOver(content),
-            extensions={"http_version": version, "reason_phrase": reason.encode("latin-1")},
-        )
 
     async def aclose(self) -> None:
         self.pool.close()

@@ -25,13 +25,18 @@ def range_header(offset: int, length: int) -> str:
 
 def declared_length(response: httpx.Response) -> int | None:
     """The body length the headers promise, if any (a HEAD promises none)."""
-    if response.request.method == "HEAD" or response.status_code in (204, 304):
+    return promised_length(response.request.method, response.status_code, response.headers)
+
+
+def promised_length(method: str, status: int, headers: httpx.Headers) -> int | None:
+    """:func:`declared_length` from a response's parts."""
+    if method == "HEAD" or status in (204, 304):
         return None
-    length = response.headers.get("content-length")
+    length = headers.get("content-length")
     if length is not None and length.strip().isdigit():
         return int(length)
-    if response.status_code == 206:
-        match = _CONTENT_RANGE.match(response.headers.get("content-range", ""))
+    if status == 206:
+        match = _CONTENT_RANGE.match(headers.get("content-range", ""))
         if match:
             return int(match[2]) - int(match[1]) + 1
     return None

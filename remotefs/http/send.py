@@ -52,7 +52,8 @@ from remotefs.errors import (
     Transient,
     redact_url,
 )
-from remotefs.http.ranges import declared_length
+from remotefs.http.client import threaded_transport
+from remotefs.http.ranges import promised_length
 from remotefs.http.ratelimit import DEFAULT_LIMIT, RateLimitState
 from remotefs.http.retry import (
     DEFAULT_POLICY,
@@ -63,6 +64,7 @@ from remotefs.http.retry import (
 )
 from remotefs.http.wire import MAX_DETAIL, server_message
 from remotefs.metrics import METRICS
+from remotefs.transport import ThreadedTransport
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +145,7 @@ async def send(
     method = method.upper()
     query = None if params is None else httpx.QueryParams(cast(Any, params))  # pairs or a map
     request = client.build_request(method, url, headers=headers, params=query)
-    shown = f"{method} {redact_url(str(request.url))}"
+    shown = _Shown(request)
     retryable = method in IDEMPOTENT_METHODS
     started = trio.current_time()
     connect_budget = _connect_budget.get()
@@ -244,7 +246,7 @@ def _log_exchange(
         log.debug("%s → %s, %.0f ms", shown, outcome or "no answer before the deadline", ms)
 
 
-async def _wait_for_budget(state: RateLimitState, deadline: float, shown: str) -> None:
+async def _wait_for_budget(state: RateLimitState, deadline: float, shown: _Shown) -> None:
     while True:
         wait = None
         if state.shared is not None:  # the cluster's budget first
@@ -267,6 +269,9 @@ async def _exchange(
     client: httpx.AsyncClient, request: httpx.Request, raw: bool, follow_redirects: bool
 ) -> httpx.Response:
     """One attempt: send, read the whole body, check its length. Raises ``_Retryable``."""
+    transport = threaded_transport(client)
+    if transport is not None and not follow_redirects:
+        return await _exchange_below_httpx(transport, request, raw)
     try:
         response = await client.send(request, stream=True, follow_redirects=follow_redirects)
     except RETRYABLE_TRANSPORT_ERRORS as exc:
@@ -290,26 +295,69 @@ async def _exchange(
     finally:
         with trio.CancelScope(deadline=trio.current_time() + CLOSE_TIMEOUT, shield=True):
             await response.aclose()
-    declared = declared_length(response)
-    if declared is not None and len(body) < declared:
+    return _whole(request, response.status_code, response.headers, body, raw or pre_read)
+
+
+async def _exchange_below_httpx(
+    transport: ThreadedTransport, request: httpx.Request, raw: bool
+) -> httpx.Response:
+    """The same attempt through the threaded transport directly: the client's layers
+    (cookies, auth, redirects, an interim response object) are skipped; the transport reads
+    the whole body and raises httpx's exceptions, classified as above."""
+    try:
+        _, status, _, headers, body = await transport.exchange(request)
+    except RETRYABLE_TRANSPORT_ERRORS as exc:
         raise _Retryable(
-            f"HTTP {response.status_code} body cut short at {len(body)} of {declared} bytes"
-        )
-    headers = response.headers
-    if raw or pre_read:  # the body is not (or no longer) encoded
+            _describe_exception(exc), connect=isinstance(exc, _CONNECT_ERRORS)
+        ) from None
+    except httpx.HTTPError as exc:  # bad URL scheme, local protocol error
+        raise ProtocolError(
+            f"{request.method} {redact_url(str(request.url))}: {_describe_exception(exc)}"
+        ) from None
+    return _whole(request, status, httpx.Headers(headers), body, raw)
+
+
+def _whole(
+    request: httpx.Request, status: int, headers: httpx.Headers, body: bytes, decoded: bool
+) -> httpx.Response:
+    """The final response: the body checked against its declared length; ``decoded``: the
+    body is not (or no longer) encoded, so ``Content-Encoding`` is dropped."""
+    declared = promised_length(request.method, status, headers)
+    if declared is not None and len(body) < declared:
+        raise _Retryable(f"HTTP {status} body cut short at {len(body)} of {declared} bytes")
+    if decoded:
         headers = httpx.Headers(
             [(k, v) for k, v in headers.multi_items() if k.lower() != "content-encoding"]
         )
     try:
         # Response(content=...) decodes a remaining Content-Encoding once, as httpx would have.
-        return httpx.Response(response.status_code, headers=headers, content=body, request=request)
+        return httpx.Response(status, headers=headers, content=body, request=request)
     except httpx.DecodingError as exc:
         raise ProtocolError(
             f"{request.method} {redact_url(str(request.url))}: undecodable body ({exc})"
         ) from None
 
 
-def _status_error(shown: str, response: httpx.Response) -> RemoteError:
+class _Shown:
+    """``METHOD URL`` with the URL redacted, for messages: made only when one is written
+    (most requests never need it, and redacting costs more than the request's bookkeeping)."""
+
+    __slots__ = ("_request", "_text")
+
+    def __init__(self, request: httpx.Request) -> None:
+        self._request = request
+        self._text: str | None = None
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = f"{self._request.method} {redact_url(str(self._request.url))}"
+        return self._text
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _status_error(shown: _Shown, response: httpx.Response) -> RemoteError:
     text = f"{shown}: {_describe_status(response)}"
     status = response.status_code
     if status == 404:
