@@ -38,7 +38,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import bam, control, hdf5, listing, sequential
+from bench import bam, control, hdf5, ledger, ledger_report, listing, sequential, vcf
 from bench.common import (
     BIG_PATH,
     DEFAULT_SIZE,
@@ -70,6 +70,7 @@ GROUPS: dict[str, Callable[[MountBench], Callable[[int], None]]] = {
     listing.LS_GROUP: listing.Listing,
     hdf5.GROUP: hdf5.Hdf5,
     control.GROUP: control.Control,
+    **ledger.GROUPS,
 }
 """The groups on the main emulator, and how each is set up for a session (once)."""
 GROUP_NAMES = (*GROUPS, listing.HUGE_GROUP)
@@ -121,6 +122,9 @@ def print_report(f: Figures, rows: list[Row], runs: int, quick: bool) -> None:
         f"- the emulator runs with --rate-limit {RATE_LIMIT:,} (no SB rate-limit waits); "
         "latency is set with POST /_emulator/config after each mount said ready."
     )
+    if ledger_report.ran(f):
+        print()
+        ledger_report.print_table(f, runs)
     if f.errors:
         print("- *: some runs of that workload failed; its figures are those of the other runs.")
     for group, errors in f.errors.items():
@@ -128,19 +132,29 @@ def print_report(f: Figures, rows: list[Row], runs: int, quick: bool) -> None:
             print(f"- ERROR in {group}, {error[:600]}")
 
 
-def write_data(work: Path, size: int, *, bam_file: Path, h5ad: Path) -> Path:
-    """The main emulator's tree: every group's data, whichever groups run."""
+def write_data(work: Path, size: int, *, bam_file: Path, h5ad: Path, vcf_file: Path | None) -> Path:
+    """The main emulator's tree: every group's data, whichever groups run (the VCF only for
+    the ledger groups)."""
     data = work / "data"
     write_big_stub(data, size)
     listing.write_data(data)
     bam.write_data(data, bam_file)
     hdf5.write_data(data, h5ad)
+    if vcf_file is not None:
+        vcf.write_data(data, vcf_file)
     return data
 
 
 def main(runs: int, quick: bool, only: list[str] | None) -> int:
     size = QUICK_SIZE if quick else DEFAULT_SIZE
-    for tool in ("fusermount3", "samtools", "dd", "ls"):
+    names = [
+        name
+        for name in GROUP_NAMES
+        if (only is None or name in only) and not (quick and name == listing.HUGE_GROUP)
+    ]
+    tools = ["fusermount3", "samtools", "dd", "ls"]
+    tools += ["tabix", "bgzip"] if set(names) & set(ledger.GROUP_NAMES) else []
+    for tool in tools:
         if shutil.which(tool) is None:
             raise BenchError(f"{tool} is not installed")
     if not os.path.exists("/dev/fuse"):
@@ -149,17 +163,13 @@ def main(runs: int, quick: bool, only: list[str] | None) -> int:
     load_before = os.getloadavg()[0]
     bam_file = bam.ensure_bam()
     h5ad = hdf5.demo_h5ad()
+    vcf_file = vcf.ensure_vcf() if set(names) & set(ledger.GROUP_NAMES) else None
     work = Path(tempfile.mkdtemp(prefix="remotefs-bench-"))
     shm = Path(tempfile.mkdtemp(prefix="remotefs-bench-", dir="/dev/shm"))
     bench: MountBench | None = None
     huge_group: listing.HugeListing | None = None
     try:
-        data = write_data(work, size, bam_file=bam_file, h5ad=h5ad)
-        names = [
-            name
-            for name in GROUP_NAMES
-            if (only is None or name in only) and not (quick and name == listing.HUGE_GROUP)
-        ]
+        data = write_data(work, size, bam_file=bam_file, h5ad=h5ad, vcf_file=vcf_file)
         huge_data = listing.write_huge_data(work) if listing.HUGE_GROUP in names else None
         shm_copy = shm / "local.bin"
         write_big_copy(shm_copy, size, headroom=256 << 20)
