@@ -6,9 +6,10 @@ measured in the same run, and prints one table (medians of N >= 3 runs, min-max,
 target, PASS/FAIL) and the emulator's request counts. The data: the generated 1 GiB file
 (256 MiB with ``--quick``), a folder of 2,000 tiny files, a coordinate-sorted indexed BAM of
 >= 300 MB (generated once, deterministically, under ``$XDG_CACHE_HOME/remotefs/bench``), the
-demo's .h5ad, and (not with ``--quick``) a folder of 100,000 empty files. Workloads, each on a
-fresh mount with a fresh cache directory ("cold"; remounting also drops the mount's page
-cache, the host's caches are never dropped), in groups that ``--only`` names:
+demo's .h5ad, (for the ledger groups) a tabix-indexed VCF of 59 MB, and (not with
+``--quick``) a folder of 100,000 empty files. Workloads, each on a fresh mount with a fresh
+cache directory ("cold"; remounting also drops the mount's page cache, the host's caches are
+never dropped), in groups that ``--only`` names:
 
 - ``sequential`` (``bench/sequential.py``): ``dd bs=1M`` of the big file, cold, at 40 ms,
   warm and after a remount, and the mount's peak RSS;
@@ -18,10 +19,19 @@ cache, the host's caches are never dropped), in groups that ``--only`` names:
   pages over HTTP; RSS per entry after one ``ls -f`` of 100,000 entries;
 - ``h5py`` (``bench/hdf5.py``): one dataset of the .h5ad at 40 ms vs a local copy;
 - ``control`` (``bench/control.py``): ``remotefs warm`` of the big file vs a cold ``dd`` of
-  it, and the status answer time while ``dd`` streams.
+  it, and the status answer time while ``dd`` streams;
+- ``ledger``, ``ledger-tls``, ``ledger-idle`` (``bench/ledger.py``, table by
+  ``bench/ledger_report.py``): the round-trip ledger. The BAM region queries and a tabix
+  region query on a 59 MB VCF (``bench/vcf.py``), through an API front and a storage front
+  at RTT 40 ms (``bench/front.py``: connects and TLS handshakes cost their round trips),
+  plain, TLS 1.3 and TLS 1.2, each beside the tool over HTTP(S) directly: seconds, round
+  trips on the critical path (elapsed / RTT) beside the floor, connects, handshakes, API and
+  storage requests; and an idle minute (``REMOTEFS_BENCH_IDLE_SECONDS``) that must make no
+  request. Printed as a table of its own after the notes.
 
 The emulator runs with ``--rate-limit`` high enough that no SB rate-limit window is waited
-for; latency is set with ``POST /_emulator/config`` after each mount said ready.
+for; latency is set with ``POST /_emulator/config`` after each mount said ready (the ledger
+groups: the fronts' RTT instead, the emulator's latency stays 0).
 
 A workload that fails in one run is reported and tried again in the next: the mount's code may
 be changing while this runs. Exit status 1 if any run of any group failed.
