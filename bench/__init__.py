@@ -7,7 +7,11 @@ reference, and how to read the figures is said by the module that runs it:
 - ``emulator``: ``scripts/bench emulator``, the emulator's own throughput vs ``curl file://``;
 - ``mount``: ``scripts/bench mount``, the data, the emulators, the runs and the table; its
   workload groups, one module each: ``sequential``, ``bam`` (``bam-region``,
-  ``bam-scattered``), ``listing`` (``ls``, ``huge-listing``), ``hdf5`` (``h5py``);
+  ``bam-scattered``), ``listing`` (``ls``, ``huge-listing``), ``hdf5`` (``h5py``),
+  ``control``, ``ledger`` (``ledger``, ``ledger-tls``, ``ledger-idle``; its table:
+  ``ledger_report``; its VCF: ``vcf``);
+- ``front``: the latency front the ledger runs through (a TCP proxy with an RTT, optional
+  TLS with a throwaway CA, counters of connections and handshakes);
 - ``cluster``: ``scripts/bench cluster``, N mounts of one token under a tight SB budget,
   alone and sharing a Redis (``--shared-state``): API requests, 429s, the slowest node;
 - ``odm_names``: ``scripts/bench odm-names``, an ODM folder of 10,000 files walked by names

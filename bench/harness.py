@@ -123,10 +123,13 @@ def _control(what: str) -> Iterator[None]:
 
 
 class Platform(SbProject):
-    """One running emulator: its controls and counters, and look-ups in its one SB project."""
+    """One running emulator: its controls and counters, and look-ups in its one SB project.
 
-    def __init__(self, emulator: Emulator, project: str) -> None:
-        super().__init__(emulator.url, project)
+    ``api_base``: where clients reach its API (a latency front, ``bench.front``) if not at
+    the emulator itself; the controls always go to the emulator."""
+
+    def __init__(self, emulator: Emulator, project: str, api_base: str | None = None) -> None:
+        super().__init__(api_base or emulator.url, project)
         self.emulator = emulator
         self.pid = emulator.proc.pid
 
@@ -206,15 +209,21 @@ def _unmount(m: Mount) -> None:
 
 @contextmanager
 def mounted(
-    platform: Platform, mnt: Path, cache_dir: Path, log: Path, extra: tuple[str, ...] = ()
+    platform: Platform,
+    mnt: Path,
+    cache_dir: Path,
+    log: Path,
+    extra: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
 ) -> Iterator[Mount]:
-    """``remotefs mount --foreground`` of the emulator's project; yields once it said ready."""
+    """``remotefs mount --foreground`` of the emulator's project (API at ``platform.base``);
+    yields once it said ready. ``env``: added to the mount's environment (``SSL_CERT_FILE``)."""
     if is_mounted(mnt):
         raise BenchError(f"{mnt} is still mounted")
     args = ["--platform", "sevenbridges", "--api-url", f"{platform.base}/v2"]
     args += ["--project", platform.project, "--cache-dir", str(cache_dir), *extra]
     try:
-        m = start_mount(mnt, args, {"SB_AUTH_TOKEN": TOKEN}, log, base_env=child_env())
+        m = start_mount(mnt, args, {"SB_AUTH_TOKEN": TOKEN}, log, base_env=child_env(**(env or {})))
     except MountFailed as exc:
         raise BenchError(f"the mount failed: {exc.reason}: {_log_tail(log)}") from None
     try:
@@ -341,12 +350,13 @@ class MountBench:
         latency_ms: float,
         extra: tuple[str, ...] = (),
         emu: Platform | None = None,
+        env: dict[str, str] | None = None,
     ) -> Iterator[Mount]:
         """Mount with no latency (the mount's own start-up checks are not the workload), then
         set ``latency_ms`` and zero the counters; the latency goes back to 0 afterwards."""
         emu = emu or self.emu
         emu.latency(0)
-        with mounted(emu, self.mnt, cache, log, extra) as m:
+        with mounted(emu, self.mnt, cache, log, extra, env) as m:
             emu.latency(latency_ms)
             emu.reset()
             try:
@@ -361,10 +371,11 @@ class MountBench:
         latency_ms: float,
         extra: tuple[str, ...] = (),
         emu: Platform | None = None,
+        env: dict[str, str] | None = None,
     ) -> Iterator[Mount]:
         """``mount`` on a fresh cache directory, which is removed afterwards."""
         cache, log = self.fresh(what)
-        with self.mount(cache, log, latency_ms, extra, emu) as m:
+        with self.mount(cache, log, latency_ms, extra, emu, env) as m:
             yield m
         shutil.rmtree(cache, ignore_errors=True)
 

@@ -6,9 +6,10 @@ measured in the same run, and prints one table (medians of N >= 3 runs, min-max,
 target, PASS/FAIL) and the emulator's request counts. The data: the generated 1 GiB file
 (256 MiB with ``--quick``), a folder of 2,000 tiny files, a coordinate-sorted indexed BAM of
 >= 300 MB (generated once, deterministically, under ``$XDG_CACHE_HOME/remotefs/bench``), the
-demo's .h5ad, and (not with ``--quick``) a folder of 100,000 empty files. Workloads, each on a
-fresh mount with a fresh cache directory ("cold"; remounting also drops the mount's page
-cache, the host's caches are never dropped), in groups that ``--only`` names:
+demo's .h5ad, (for the ledger groups) a tabix-indexed VCF of 59 MB, and (not with
+``--quick``) a folder of 100,000 empty files. Workloads, each on a fresh mount with a fresh
+cache directory ("cold"; remounting also drops the mount's page cache, the host's caches are
+never dropped), in groups that ``--only`` names:
 
 - ``sequential`` (``bench/sequential.py``): ``dd bs=1M`` of the big file, cold, at 40 ms,
   warm and after a remount, and the mount's peak RSS;
@@ -18,10 +19,19 @@ cache, the host's caches are never dropped), in groups that ``--only`` names:
   pages over HTTP; RSS per entry after one ``ls -f`` of 100,000 entries;
 - ``h5py`` (``bench/hdf5.py``): one dataset of the .h5ad at 40 ms vs a local copy;
 - ``control`` (``bench/control.py``): ``remotefs warm`` of the big file vs a cold ``dd`` of
-  it, and the status answer time while ``dd`` streams.
+  it, and the status answer time while ``dd`` streams;
+- ``ledger``, ``ledger-tls``, ``ledger-idle`` (``bench/ledger.py``, table by
+  ``bench/ledger_report.py``): the round-trip ledger. The BAM region queries and a tabix
+  region query on a 59 MB VCF (``bench/vcf.py``), through an API front and a storage front
+  at RTT 40 ms (``bench/front.py``: connects and TLS handshakes cost their round trips),
+  plain, TLS 1.3 and TLS 1.2, each beside the tool over HTTP(S) directly: seconds, round
+  trips on the critical path (elapsed / RTT) beside the floor, connects, handshakes, API and
+  storage requests; and an idle minute (``REMOTEFS_BENCH_IDLE_SECONDS``) that must make no
+  request. Printed as a table of its own after the notes.
 
 The emulator runs with ``--rate-limit`` high enough that no SB rate-limit window is waited
-for; latency is set with ``POST /_emulator/config`` after each mount said ready.
+for; latency is set with ``POST /_emulator/config`` after each mount said ready (the ledger
+groups: the fronts' RTT instead, the emulator's latency stays 0).
 
 A workload that fails in one run is reported and tried again in the next: the mount's code may
 be changing while this runs. Exit status 1 if any run of any group failed.
@@ -38,7 +48,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from bench import bam, control, hdf5, listing, sequential
+from bench import bam, control, hdf5, ledger, ledger_report, listing, sequential, vcf
 from bench.common import (
     BIG_PATH,
     DEFAULT_SIZE,
@@ -70,6 +80,7 @@ GROUPS: dict[str, Callable[[MountBench], Callable[[int], None]]] = {
     listing.LS_GROUP: listing.Listing,
     hdf5.GROUP: hdf5.Hdf5,
     control.GROUP: control.Control,
+    **ledger.GROUPS,
 }
 """The groups on the main emulator, and how each is set up for a session (once)."""
 GROUP_NAMES = (*GROUPS, listing.HUGE_GROUP)
@@ -121,6 +132,9 @@ def print_report(f: Figures, rows: list[Row], runs: int, quick: bool) -> None:
         f"- the emulator runs with --rate-limit {RATE_LIMIT:,} (no SB rate-limit waits); "
         "latency is set with POST /_emulator/config after each mount said ready."
     )
+    if ledger_report.ran(f):
+        print()
+        ledger_report.print_table(f, runs)
     if f.errors:
         print("- *: some runs of that workload failed; its figures are those of the other runs.")
     for group, errors in f.errors.items():
@@ -128,19 +142,29 @@ def print_report(f: Figures, rows: list[Row], runs: int, quick: bool) -> None:
             print(f"- ERROR in {group}, {error[:600]}")
 
 
-def write_data(work: Path, size: int, *, bam_file: Path, h5ad: Path) -> Path:
-    """The main emulator's tree: every group's data, whichever groups run."""
+def write_data(work: Path, size: int, *, bam_file: Path, h5ad: Path, vcf_file: Path | None) -> Path:
+    """The main emulator's tree: every group's data, whichever groups run (the VCF only for
+    the ledger groups)."""
     data = work / "data"
     write_big_stub(data, size)
     listing.write_data(data)
     bam.write_data(data, bam_file)
     hdf5.write_data(data, h5ad)
+    if vcf_file is not None:
+        vcf.write_data(data, vcf_file)
     return data
 
 
 def main(runs: int, quick: bool, only: list[str] | None) -> int:
     size = QUICK_SIZE if quick else DEFAULT_SIZE
-    for tool in ("fusermount3", "samtools", "dd", "ls"):
+    names = [
+        name
+        for name in GROUP_NAMES
+        if (only is None or name in only) and not (quick and name == listing.HUGE_GROUP)
+    ]
+    tools = ["fusermount3", "samtools", "dd", "ls"]
+    tools += ["tabix", "bgzip"] if set(names) & set(ledger.GROUP_NAMES) else []
+    for tool in tools:
         if shutil.which(tool) is None:
             raise BenchError(f"{tool} is not installed")
     if not os.path.exists("/dev/fuse"):
@@ -149,17 +173,13 @@ def main(runs: int, quick: bool, only: list[str] | None) -> int:
     load_before = os.getloadavg()[0]
     bam_file = bam.ensure_bam()
     h5ad = hdf5.demo_h5ad()
+    vcf_file = vcf.ensure_vcf() if set(names) & set(ledger.GROUP_NAMES) else None
     work = Path(tempfile.mkdtemp(prefix="remotefs-bench-"))
     shm = Path(tempfile.mkdtemp(prefix="remotefs-bench-", dir="/dev/shm"))
     bench: MountBench | None = None
     huge_group: listing.HugeListing | None = None
     try:
-        data = write_data(work, size, bam_file=bam_file, h5ad=h5ad)
-        names = [
-            name
-            for name in GROUP_NAMES
-            if (only is None or name in only) and not (quick and name == listing.HUGE_GROUP)
-        ]
+        data = write_data(work, size, bam_file=bam_file, h5ad=h5ad, vcf_file=vcf_file)
         huge_data = listing.write_huge_data(work) if listing.HUGE_GROUP in names else None
         shm_copy = shm / "local.bin"
         write_big_copy(shm_copy, size, headroom=256 << 20)

@@ -61,6 +61,12 @@ def _emulator_parser(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--odm-rate-limit", type=int, default=0, help="ODM requests per window (0: off)")
     p.add_argument("--odm-rate-window", type=float, default=60.0)
     p.add_argument("--url-lifetime", type=float, default=3600.0, help="signed URL lifetime, s")
+    p.add_argument(
+        "--storage-url",
+        default="",
+        metavar="ORIGIN",
+        help="origin of signed storage URLs, http[s]://HOST:PORT (default: the request's own)",
+    )
     p.set_defaults(func=_run_emulator)
 
 
@@ -120,6 +126,10 @@ def _run_emulator(args: argparse.Namespace) -> int:
         odm_rate_window=args.odm_rate_window,
         url_lifetime=args.url_lifetime,
     )
+    try:
+        knobs.update({"storage_url": args.storage_url})
+    except ValueError as exc:
+        raise UsageError(f"--storage-url: {exc}") from None
     try:
         serve(create_app(dataset, _tokens(args), knobs), args.host, args.port)
     except OSError as exc:

@@ -1,9 +1,10 @@
 """Knobs and counters: what tests and benchmarks turn and read.
 
 :class:`Knobs` holds the fault and policy settings (latency, failing every Nth request,
-dropping bodies midway, rate-limit budgets, signed-URL lifetime). They are set from the
-command line and can be changed at run time with ``POST /_emulator/config`` (a JSON object of
-knob names), so one emulator process can serve a whole test module.
+dropping bodies midway, rate-limit budgets, signed-URL lifetime, the origin that signed
+storage URLs name). They are set from the command line and can be changed at run time with
+``POST /_emulator/config`` (a JSON object of knob names), so one emulator process can serve a
+whole test module.
 
 :class:`Stats` counts requests and body bytes by route name (``sb.files.list``,
 ``sb.storage``, ``odm.download`` …) and by status, once answered, and every request as it
@@ -23,6 +24,7 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+from urllib.parse import urlsplit
 
 
 @dataclass
@@ -46,6 +48,10 @@ class Knobs:
     """Seconds a signed storage URL stays valid (A5)."""
     revoked: tuple[str, ...] = ()
     """SB file IDs whose storage answers 403 AccessDenied (access revoked, not expiry)."""
+    storage_url: str = ""
+    """The origin signed storage URLs name (``http[s]://HOST:PORT``, as S3 is another host
+    than the API); empty: the origin the request came to. The storage route answers on every
+    origin the emulator listens on, so a proxy at this origin must forward to the emulator."""
 
     def update(self, values: dict[str, Any]) -> None:
         known = {f.name: f for f in fields(self)}
@@ -55,12 +61,28 @@ class Knobs:
             current = getattr(self, name)
             if isinstance(current, tuple):
                 value = tuple(str(v) for v in value)
+            elif isinstance(current, str):
+                if not isinstance(value, str):
+                    raise ValueError(f"knob {name!r} takes a string")
+                value = _origin(value) if name == "storage_url" else value
             elif isinstance(current, bool) or not isinstance(value, (int, float)):
                 raise ValueError(f"knob {name!r} takes a number")
             setattr(self, name, type(current)(value))
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _origin(url: str) -> str:
+    """``url`` as an origin, ``scheme://host[:port]`` with no trailing slash ("" stays "")."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"not an http(s) origin: {url!r}")
+    if parts.path.strip("/") or parts.query or parts.fragment:
+        raise ValueError(f"an origin has no path or query: {url!r}")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 class Stats:

@@ -1,10 +1,11 @@
 """Seven Bridges / CAVATICA public API v2, as documented (spec part A, checklist §3.1).
 
 Routes live under ``/v2``; signed storage URLs point at ``/sb-storage/…``, a stand-in for S3
-that needs no token (spec 1.8). Every ``/v2`` call but ``GET /v2/`` needs
-``X-SBG-Auth-Token`` (or ``Authorization: Bearer``); every authenticated call but
-``/rate_limit`` spends one unit of the token's budget, and every response to a known token
-carries ``X-RateLimit-Limit/Remaining/Reset`` (spec 1.9).
+that needs no token (spec 1.8), on the origin the request came to or on the ``storage_url``
+knob's (S3 is another host than the API; a proxy there forwards to this emulator). Every
+``/v2`` call but ``GET /v2/`` needs ``X-SBG-Auth-Token`` (or ``Authorization: Bearer``);
+every authenticated call but ``/rate_limit`` spends one unit of the token's budget, and every
+response to a known token carries ``X-RateLimit-Limit/Remaining/Reset`` (spec 1.9).
 
 Assumptions adopted, by number (spec §3.2): A1 lower-case ``type``; A2 order of children;
 A3 scroll tokens in ``links``; A4 ``limit`` outside 1..100 → 400/90000; A5 signed-URL
@@ -596,7 +597,8 @@ class SevenBridgesApi:
         segment = quote(node.name, safe="", errors="backslashreplace")
         if not segment.strip("."):
             segment = f"_{segment}"
-        return f"{req.base_url}{STORAGE_PREFIX}{node.sb_id}/{segment}?{query}"
+        base = self.knobs.storage_url or req.base_url
+        return f"{base}{STORAGE_PREFIX}{node.sb_id}/{segment}?{query}"
 
     def storage(self, req: Request) -> Response:
         if req.method not in ("GET", "HEAD"):

@@ -1,0 +1,366 @@
+"""Workload groups ``ledger``, ``ledger-tls``, ``ledger-idle``: the round-trip ledger.
+
+The other latency rows delay each response at the emulator (``latency_ms``), so a TCP connect
+or a TLS handshake costs nothing there. Here the mount reaches the emulator through two
+latency fronts (``bench.front``) at RTT 40 ms: one for the API (``--api-url``) and one for
+storage (the emulator's ``storage_url`` knob names it in every signed URL, as S3 is another
+host than the API), both forwarding to the same emulator (its own latency 0). Each front
+charges RTT/2 per chunk each way, one RTT for a new connection's TCP handshake, and the TLS
+handshake's flights when it terminates TLS (a throwaway CA the mount trusts through
+``SSL_CERT_FILE``, htslib's libcurl through ``CURL_CA_BUNDLE``).
+
+Workloads, each run on a cold mount (a fresh cache directory) made at RTT 0; the RTT is set
+and every counter zeroed once the mount said ready:
+
+- ``bam1``: ``samtools view -c`` of the 100 kb region of ``bench.bam``'s BAM;
+- ``bam10``: ``samtools view -c`` of its 10 scattered 1 kb regions, in one invocation;
+- ``vcf``: ``tabix`` of a 100 kb region of ``bench.vcf``'s VCF (59 MB, bgzipped, indexed),
+  counted as lines;
+
+in three variants: ``plain`` (HTTP on both fronts; group ``ledger``), ``tls1.3`` and
+``tls1.2`` (TLS pinned to that version on both fronts; group ``ledger-tls``); and beside each,
+the reference: the same tool reading over HTTP(S) directly through the storage front, handed
+its two signed URLs untimed (``URL##idx##URL``). Every count must equal the same query on the
+local file.
+
+The critical-path figure: round trips = elapsed seconds ÷ RTT (one decimal), the tool's whole
+run, its CPU and the mount's included, so it is an upper bound on the round trips in series.
+The floor is the fewest round trips a client could spend with warm connections: ``bam1`` and
+``vcf``, 4 (list the folder; resolve both signed URLs in parallel; fetch the file's head, its
+index and its tail together; fetch the region); ``bam10``, 3 + 10 (samtools asks for the
+regions one after another). A new connection costs 1 RT more, its TLS handshake 1 (TLS 1.3
+or resumed 1.2) or 2 (full TLS 1.2).
+
+``ledger-idle``: a mount through plain fronts at 40 ms, one ``ls`` of its root, then
+``REMOTEFS_BENCH_IDLE_SECONDS`` (default 60) of idling, timed on purpose: the API and storage
+requests in that time must be 0 (no request made only to keep a connection warm); the
+connections the mount opened are reported (a warm pool re-opening after a server's idle
+close is allowed; the emulator closes idle connections after 30 s).
+
+Columns: connects, accepted by the API front / the storage front; TLS handshakes, full /
+resumed, both fronts; API and storage requests, the emulator's counters.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from bench import bam, vcf
+from bench.common import HOST, BenchError
+from bench.front import Front, ThrowawayCA, running_front
+from bench.harness import (
+    TOOL_TIMEOUT,
+    Figures,
+    MountBench,
+    Platform,
+    both_orders,
+    child_env,
+    run_tool,
+)
+
+LEDGER_GROUP = "ledger"
+TLS_GROUP = "ledger-tls"
+IDLE_GROUP = "ledger-idle"
+GROUP_NAMES = (LEDGER_GROUP, TLS_GROUP, IDLE_GROUP)
+
+RTT_MS = 40.0
+IDLE_ENV = "REMOTEFS_BENCH_IDLE_SECONDS"
+IDLE_SECONDS = 60.0
+
+
+def idle_seconds() -> float:
+    text = os.environ.get(IDLE_ENV, "")
+    try:
+        value = float(text) if text else IDLE_SECONDS
+    except ValueError:
+        raise BenchError(f"{IDLE_ENV}={text!r}: not a number of seconds") from None
+    if not value > 0:
+        raise BenchError(f"{IDLE_ENV}={text!r}: must be > 0")
+    return value
+
+
+@dataclass(frozen=True)
+class Workload:
+    key: str
+    name: str
+    floor: int
+    target: str
+    tool: str
+    """``samtools`` or ``tabix``."""
+    path: str
+    """Of the data file in the project; the index is ``path`` + ``index_suffix``."""
+    index_suffix: str
+    regions: tuple[str, ...]
+    judge: Callable[[Figures, str], bool | None]
+    """PASS/FAIL from the figures under ``ledger.KEY.VARIANT``; None: not judged."""
+
+    def argv(self, target: str) -> list[str]:
+        if self.tool == "samtools":
+            return ["samtools", "view", "-c", target, *self.regions]
+        return ["tabix", target, *self.regions]
+
+    def count(self, out: bytes) -> int:
+        if self.tool == "samtools":
+            return int(out.decode().split()[0])
+        return out.count(b"\n")
+
+
+def _within(rt: float, seconds: float) -> Callable[[Figures, str], bool | None]:
+    def judge(f: Figures, prefix: str) -> bool | None:
+        s, r = f.get(f"{prefix}.mount"), f.get(f"{prefix}.mount.rt")
+        if s is None or r is None:
+            return None
+        return r.median <= rt and s.median <= seconds
+
+    return judge
+
+
+def _ratio_at_most(ratio: float) -> Callable[[Figures, str], bool | None]:
+    def judge(f: Figures, prefix: str) -> bool | None:
+        mine, ref = f.get(f"{prefix}.mount"), f.get(f"{prefix}.http")
+        if mine is None or ref is None or ref.median == 0:
+            return None
+        return mine.median / ref.median <= ratio
+
+    return judge
+
+
+def _seconds_at_most(seconds: float) -> Callable[[Figures, str], bool | None]:
+    def judge(f: Figures, prefix: str) -> bool | None:
+        s = f.get(f"{prefix}.mount")
+        return None if s is None else s.median <= seconds
+
+    return judge
+
+
+WORKLOADS = (
+    Workload(
+        "bam1",
+        "BAM 100 kb region",
+        4,
+        "<= 5 RT; <= 0.22 s",
+        "samtools",
+        f"{bam.BAM_DIR}/{bam.BAM_NAME}",
+        ".bai",
+        (bam.REGION,),
+        _within(5, 0.22),
+    ),
+    Workload(
+        "bam10",
+        "BAM 10 x 1 kb regions",
+        3 + len(bam.SCATTERED),
+        "<= 0.45x HTTP",
+        "samtools",
+        f"{bam.BAM_DIR}/{bam.BAM_NAME}",
+        ".bai",
+        bam.SCATTERED,
+        _ratio_at_most(0.45),
+    ),
+    Workload(
+        "vcf",
+        "VCF 100 kb region (tabix)",
+        4,
+        "<= 0.22 s",
+        "tabix",
+        f"{vcf.VCF_DIR}/{vcf.VCF_NAME}",
+        ".tbi",
+        (vcf.REGION,),
+        _seconds_at_most(0.22),
+    ),
+)
+
+VARIANTS: dict[str, tuple[str, ...]] = {
+    LEDGER_GROUP: ("plain",),
+    TLS_GROUP: ("tls1.3", "tls1.2"),
+}
+TLS_VERSION = {"plain": None, "tls1.3": "1.3", "tls1.2": "1.2"}
+
+
+# --- the fronts -----------------------------------------------------------------------------
+
+
+@dataclass
+class Fronts:
+    """The API front and the storage front of one variant, the mount's view of the emulator
+    through them, and the environment that makes a client trust their CA."""
+
+    api: Front
+    storage: Front
+    platform: Platform
+    env: dict[str, str]
+
+    def start_clock(self, rtt_ms: float) -> None:
+        """Set the RTT on both and zero their counters (the emulator's: by the caller)."""
+        for front in (self.api, self.storage):
+            front.rtt = rtt_ms / 1000
+            front.reset()
+
+    def stop_clock(self) -> None:
+        self.api.rtt = self.storage.rtt = 0.0
+
+
+@contextmanager
+def fronted(bench: MountBench, ca: ThrowawayCA | None, variant: str) -> Iterator[Fronts]:
+    """Both fronts of ``variant``, at RTT 0, the emulator's signed URLs naming the storage
+    front's origin until the way out."""
+    emu = bench.emu
+    upstream = (HOST, _port(emu.emulator.url))
+    version = TLS_VERSION[variant]
+    if version and ca is None:
+        raise BenchError(f"{variant} needs a CA")
+    # One context per front: like two hosts, they do not share session-ticket keys.
+    api_tls = ca.server_context(version) if ca and version else None
+    storage_tls = ca.server_context(version) if ca and version else None
+    env = {"SSL_CERT_FILE": str(ca.pem), "CURL_CA_BUNDLE": str(ca.pem)} if ca and version else {}
+    with ExitStack() as stack:
+        api = stack.enter_context(running_front(upstream, api_tls))
+        storage = stack.enter_context(running_front(upstream, storage_tls))
+        emu.emulator.configure(storage_url=storage.url)
+        try:
+            yield Fronts(api, storage, Platform(emu.emulator, emu.project, api.url), env)
+        finally:
+            emu.emulator.configure(storage_url="")
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1].split("/", 1)[0])
+
+
+# --- one run of a group ---------------------------------------------------------------------
+
+
+class Ledger:
+    """One group: its variants, each workload on a cold mount and over HTTP, per run."""
+
+    def __init__(self, bench: MountBench, variants: tuple[str, ...]) -> None:
+        self.bench = bench
+        self.variants = variants
+        self.ca = ThrowawayCA(bench.work)
+        self.items = {
+            w.key: (bench.emu.find(w.path), bench.emu.find(w.path + w.index_suffix))
+            for w in WORKLOADS
+        }
+        self.expected = {w.key: self._local_count(w) for w in WORKLOADS}
+
+    def _local_count(self, w: Workload) -> int:
+        local = self.bench.data / w.path
+        scratch = Path(tempfile.mkdtemp(dir=self.bench.work))
+        try:
+            _, out, _ = run_tool(w.argv(str(local.resolve())), TOOL_TIMEOUT, cwd=scratch)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+        count = w.count(out)
+        if count == 0:
+            raise BenchError(f"{w.name}: the local file has nothing in {' '.join(w.regions)}")
+        return count
+
+    def __call__(self, run: int) -> None:
+        for variant in self.variants:
+            with fronted(self.bench, self.ca, variant) as fronts:
+                for w in WORKLOADS:
+                    both_orders(
+                        run,
+                        partial(self.on_mount, w, variant, fronts),
+                        partial(self.over_http, w, variant, fronts),
+                    )
+
+    def _check(self, w: Workload, side: str, count: int) -> None:
+        if count != self.expected[w.key]:
+            raise BenchError(
+                f"{w.name} {side}: counted {count}, the local file {self.expected[w.key]}"
+            )
+
+    def _record(self, key: str, seconds: float, fronts: Fronts) -> None:
+        f, emu = self.bench.figures, self.bench.emu
+        api, storage = fronts.api.counts(), fronts.storage.counts()
+        counts = emu.counts()
+        f.add(key, seconds)
+        f.add(f"{key}.rt", seconds / (RTT_MS / 1000))
+        f.add(f"{key}.connects.api", api.connections)
+        f.add(f"{key}.connects.storage", storage.connections)
+        resumed = api.tls_resumed + storage.tls_resumed
+        f.add(f"{key}.tls.full", api.tls_handshakes + storage.tls_handshakes - resumed)
+        f.add(f"{key}.tls.resumed", resumed)
+        f.add(f"{key}.api", counts.api_requests)
+        f.add(f"{key}.storage", counts.storage_requests)
+
+    def on_mount(self, w: Workload, variant: str, fronts: Fronts) -> None:
+        bench = self.bench
+        env = child_env(**fronts.env)
+        with bench.cold_mount(f"ledger-{w.key}-{variant}", 0.0, emu=fronts.platform, env=env):
+            scratch = Path(tempfile.mkdtemp(dir=bench.work))
+            fronts.start_clock(RTT_MS)
+            bench.emu.reset()
+            try:
+                seconds, out, _ = run_tool(
+                    w.argv(str(bench.mnt / w.path)), TOOL_TIMEOUT, cwd=scratch, env=env
+                )
+                self._record(f"ledger.{w.key}.{variant}.mount", seconds, fronts)
+            finally:
+                fronts.stop_clock()
+                shutil.rmtree(scratch, ignore_errors=True)
+        self._check(w, "through the mount", w.count(out))
+
+    def over_http(self, w: Workload, variant: str, fronts: Fronts) -> None:
+        bench = self.bench
+        data, index = self.items[w.key]
+        # The emulator's signed URLs name the storage front (its storage_url knob).
+        target = f"{bench.emu.signed_url(data['id'])}##idx##{bench.emu.signed_url(index['id'])}"
+        env = child_env(**fronts.env)
+        scratch = Path(tempfile.mkdtemp(dir=bench.work))  # htslib may keep the index here
+        fronts.start_clock(RTT_MS)
+        bench.emu.reset()
+        try:
+            seconds, out, _ = run_tool(w.argv(target), TOOL_TIMEOUT, cwd=scratch, env=env)
+            self._record(f"ledger.{w.key}.{variant}.http", seconds, fronts)
+        finally:
+            fronts.stop_clock()
+            shutil.rmtree(scratch, ignore_errors=True)
+        self._check(w, "over HTTP", w.count(out))
+
+
+class Idle:
+    """One run of ``ledger-idle``: a mount through plain fronts, one ``ls``, then idling."""
+
+    def __init__(self, bench: MountBench) -> None:
+        self.bench = bench
+        self.seconds = idle_seconds()
+
+    def __call__(self, run: int) -> None:
+        bench, f = self.bench, self.bench.figures
+        with (
+            fronted(bench, None, "plain") as fronts,
+            bench.cold_mount("ledger-idle", 0.0, emu=fronts.platform),
+        ):
+            fronts.start_clock(RTT_MS)
+            try:
+                run_tool(["ls", str(bench.mnt)], TOOL_TIMEOUT)
+                bench.emu.settle()
+                fronts.start_clock(RTT_MS)  # zero the counters after the ls
+                bench.emu.reset()
+                time.sleep(self.seconds)  # the idle period is what is measured
+                api, storage = fronts.api.counts(), fronts.storage.counts()
+                counts = bench.emu.counts()
+            finally:
+                fronts.stop_clock()
+        f.add("ledger.idle.seconds", self.seconds)
+        f.add("ledger.idle.connects.api", api.connections)
+        f.add("ledger.idle.connects.storage", storage.connections)
+        f.add("ledger.idle.api", counts.api_requests)
+        f.add("ledger.idle.storage", counts.storage_requests)
+
+
+GROUPS: dict[str, Callable[[MountBench], Callable[[int], None]]] = {
+    LEDGER_GROUP: lambda bench: Ledger(bench, VARIANTS[LEDGER_GROUP]),
+    TLS_GROUP: lambda bench: Ledger(bench, VARIANTS[TLS_GROUP]),
+    IDLE_GROUP: Idle,
+}
+"""The three groups: what ``--only`` names, and how each is set up for a session."""
