@@ -10,8 +10,9 @@ request slot before it was sent is not counted). From those:
   are seen; an overestimate only sizes the windows larger, within their bounds.
 - ``throughput``: bytes delivered per second, all fetches together, over the span from the
   start of the oldest to the end of the newest of the fetches that ended within ``RATE_SPAN``
-  of the newest. Measured while something was being fetched: a pause between two streams
-  does not lower it, and a new stream starts with what the link carried for the last one.
+  of the newest. It changes only when a fetch lands: a new stream starts with what the
+  link carried for the last one, and after a pause longer than ``RATE_SPAN`` the figure
+  starts afresh from the next fetch (a shorter pause counts as time the link was idle).
 - ``bdp``: the bandwidth-delay product, ``throughput * rtt``: the bytes a stream must have
   in flight to receive at the link's rate when each request costs a round trip.
 
