@@ -44,6 +44,11 @@
   costs its connection, which is closed, never pooled). What ``open`` prefetches for every
   reader (a file's tail, its index) is wanted outside any group and never given up. A
   reader waiting for a fetch that was given up retries and fetches for itself.
+- **The link is measured here**: every ranged request that delivers its bytes is timed from
+  being sent (after waiting for room and for a request slot) to its whole body, and
+  reported to ``link`` (:class:`~remotefs.cache.link.Link`: round trip, throughput, their
+  product). The read-ahead planner sizes streams' windows from it; a read that waited for
+  read-ahead in flight says so to its caller (``waited``).
 - **Integrity**: the disk tier keeps a checksum (CRC-32C) per 64 KiB piece; a damaged chunk
   is dropped and its bytes fetched again, never served.
 - **Exactness**: a read returns exactly ``min(size, entry.size - offset)`` bytes or raises.
@@ -66,6 +71,7 @@ from typing import Protocol
 import trio
 
 from remotefs.cache.extents import CHUNK_SIZE, Extents
+from remotefs.cache.link import Link
 from remotefs.cache.prefetch import REQUEST_SIZE
 from remotefs.cache.store import ChunkStore, DamagedChunk
 from remotefs.concurrency import Flight, RecentFailures, before_the_deadline, gather_limited
@@ -194,6 +200,8 @@ class BlockCache:
         self.timeout = timeout
         self.memory_bytes = memory_bytes
         self.limiter = trio.CapacityLimiter(MAX_PARALLEL_FETCHES)
+        self.link = Link()
+        """What the storage link carries, from the fetches made here (read-ahead sizing)."""
         self._memory: OrderedDict[ChunkKey, Extents] = OrderedDict()
         self._memory_used = 0
         self._flights: dict[FileKey, list[_Flight]] = {}
@@ -298,8 +306,12 @@ class BlockCache:
         streaming: bool = False,
         since: float = math.inf,
         limit: FetchLimit | None = None,
+        waited: Callable[[], None] | None = None,
     ) -> bytes:
         """Exactly ``min(size, entry.size - offset)`` bytes of ``entry`` from ``offset``.
+
+        ``waited``: called when the read had to wait for bytes already being fetched (by
+        read-ahead, or another reader) before it could be answered.
 
         ``limit``: asked before any bytes are fetched for this read (not for bytes held, or
         already in flight), and may refuse (a sniffer's cap); what a failed fetch did not
@@ -331,6 +343,8 @@ class BlockCache:
                 METRICS.read(len(data), hit=passes == 0)
                 return data
             if await self._obtain(entry, gaps, since, limit):
+                if waited is not None:
+                    waited()
                 # It waited on others' fetches, and some bytes are still missing: it is a
                 # waiter whose leader left, and takes over on its own time (the rule of
                 # remotefs.concurrency), not a caller the kernel queued behind a failure.
@@ -454,9 +468,11 @@ class BlockCache:
         await self._admit(size, urgent)
         try:
             async with self.limiter:
+                sent = trio.current_time()
                 data = await self.fetch(entry, start, size)
             if len(data) != size:
                 raise ProtocolError(f"{entry.name}: got {len(data)} bytes at {start}, not {size}")
+            self.link.fetched(size, sent, trio.current_time())
             await self._store(entry, start, data)
         finally:
             self._in_flight_bytes -= size

@@ -9,9 +9,10 @@ read and per release, and everything a read decides happens here.
       this handle
     OpenFile.read(offset, size)              → exactly the bytes
       the handle's read-ahead state (cache.prefetch.ReadAhead) records the read and says
-      what to fetch ahead; the block cache fetches that in the background for this
-      handle's ReadAheadGroup, then serves the read (memory, disk, or a fetch of exactly
-      the missing bytes)
+      what to fetch ahead (a stream's window sized to the link the block cache measured,
+      cache.link); the block cache fetches that in the background for this handle's
+      ReadAheadGroup, then serves the read (memory, disk, or a fetch of exactly the
+      missing bytes), telling the read-ahead state if it waited for bytes in flight
     OpenFile.close()
       the handle's read-ahead is given up (what open fetched stays)
 
@@ -132,7 +133,8 @@ class OpenFile:
         """Exactly ``min(size, entry.size - offset)`` bytes from ``offset``, or an error."""
         readahead = self._readahead
         if self._limit is None:
-            for start, end in readahead.plan(offset, size, self.entry.size):
+            bdp = self._cache.link.bdp
+            for start, end in readahead.plan(offset, size, self.entry.size, bdp):
                 self._cache.prefetch(self.entry, start, end, self._group)
         try:
             return await self._cache.read(
@@ -142,6 +144,7 @@ class OpenFile:
                 streaming=readahead.window > 0,
                 since=self._since(),
                 limit=self._limit,
+                waited=readahead.waited,
             )
         except Transient:
             self._told = trio.current_time()

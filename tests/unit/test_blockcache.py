@@ -617,3 +617,45 @@ async def test_a_failed_fetch_gives_its_bytes_back_to_the_sniffer_limit(
     with pytest.raises(Withheld):  # the whole allowance went to the bytes that arrived
         await cache.read(ENTRY, CHUNK_SIZE, 1, limit=limit)
     assert calls == 2
+
+
+async def test_the_link_is_measured_from_the_requests_sent(
+    tmp_path: Path, platform: FakePlatform, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Each fetch is timed from being sent to its last byte (the fake takes 1/16 s)."""
+    fetch = platform.fetch
+
+    async def slow(entry: RemoteEntry, offset: int, size: int) -> bytes:
+        await trio.sleep(0.0625)
+        return await fetch(entry, offset, size)
+
+    platform.fetch = slow  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        cache = await _open(tmp_path, platform, nursery)
+        assert cache.link.bdp == 0
+        await cache.read(ENTRY, 0, 4096)
+        assert (cache.link.rtt, cache.link.throughput) == (0.0625, 4096 / 0.0625)
+        assert cache.link.bdp == 4096
+        nursery.cancel_scope.cancel()
+    cache.close()
+
+
+async def test_a_read_says_when_it_waited_for_bytes_in_flight(
+    cache: BlockCache, platform: FakePlatform
+) -> None:
+    waits: list[int] = []
+    platform.gate = trio.Event()
+    cache.prefetch(ENTRY, 0, CHUNK_SIZE)  # read-ahead in flight
+    async with trio.open_nursery() as nursery:
+
+        async def read() -> None:
+            await cache.read(ENTRY, 0, 4096, waited=lambda: waits.append(0))
+
+        nursery.start_soon(read)
+        await trio.testing.wait_all_tasks_blocked()
+        platform.gate.set()
+    assert waits == [0]
+    await cache.read(ENTRY, 4096, 4096, waited=lambda: waits.append(1))  # held: no wait
+    await cache.read(ENTRY, 3 * CHUNK_SIZE, 4096, waited=lambda: waits.append(2))  # its own
+    assert waits == [0]
+    assert platform.calls == [(0, CHUNK_SIZE), (3 * CHUNK_SIZE, 4096)]
