@@ -144,7 +144,7 @@ async def send(
         deadline = operation_deadline(policy)
     method = method.upper()
     query = None if params is None else httpx.QueryParams(cast(Any, params))  # pairs or a map
-    request = client.build_request(method, url, headers=headers, params=query)
+    request = _build(client, method, url, headers, query)
     shown = _Shown(request)
     retryable = method in IDEMPOTENT_METHODS
     started = trio.current_time()
@@ -336,6 +336,25 @@ def _whole(
         raise ProtocolError(
             f"{request.method} {redact_url(str(request.url))}: undecodable body ({exc})"
         ) from None
+
+
+def _build(
+    client: httpx.AsyncClient,
+    method: str,
+    url: str | httpx.URL,
+    headers: Mapping[str, str] | None,
+    query: httpx.QueryParams | None,
+) -> httpx.Request:
+    """``client.build_request``, without what the mount's client never has (a base URL to
+    join, cookies to merge): the client's headers, then these, and its timeouts."""
+    if client.base_url.raw_path != b"/" or client.base_url.host or client.cookies:
+        return client.build_request(method, url, headers=headers, params=query)
+    merged = client.headers.copy()
+    if headers:
+        merged.update(headers)
+    return httpx.Request(
+        method, url, params=query, headers=merged, extensions={"timeout": client.timeout.as_dict()}
+    )
 
 
 class _Shown:
