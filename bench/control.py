@@ -60,7 +60,7 @@ class Control:
                 times = []
                 for _ in range(STATUS_SAMPLES):
                     t0 = time.monotonic()
-                    (answer,) = list(ask(socket_path, {"op": "status"}))
+                    (answer,) = list(ask(socket_path, {"op": "status"}, last="status"))
                     times.append((time.monotonic() - t0) * 1000)
                     if answer["in_flight"]["fetches"] == 0 and stream.poll() is not None:
                         break
