@@ -160,10 +160,10 @@ async def serve(config: MountConfig, on_ready: Callable[[], None] = lambda: None
         records = open_records(directory / "records", backend.user_key)
         backend.memory = records
         transport = threaded_transport(client)
-        if transport is not None:
-            await trio.to_thread.run_sync(keep_warm, transport, backend.api_url, records)
         mounted = False
         try:
+            if transport is not None:
+                await trio.to_thread.run_sync(keep_warm, transport, backend.api_url, records)
             if shared is not None:
                 await _join(shared, backend)
                 await services.enter_async_context(running(shared.run))

@@ -13,8 +13,14 @@ signature, so no secret. A record that is not a list of such URLs is ignored.
 
 from __future__ import annotations
 
+import logging
+
+import httpx
+
 from remotefs.cache.records import RecordStore
 from remotefs.transport import ThreadedTransport
+
+log = logging.getLogger(__name__)
 
 RECORD_KEY = "origins"
 MAX_REMEMBERED = 8
@@ -23,16 +29,18 @@ MAX_REMEMBERED = 8
 def keep_warm(transport: ThreadedTransport, api_url: str, records: RecordStore | None) -> None:
     """Warm ``api_url`` and the remembered hosts now; remember each new host from now on.
     Blocks briefly (one read of the record store): call it before serving."""
-    transport.warm(api_url)
     known: list[str] = []
     if records is not None:
         known = _valid(records.load_values([RECORD_KEY]).get(RECORD_KEY))
-    for url in known:
-        transport.warm(url)
+    for url in (api_url, *known):
+        try:
+            transport.warm(url)
+        except (ValueError, httpx.InvalidURL) as exc:  # never the mount's end: not warmed
+            log.debug("not keeping %s warm: %s", url, exc)
     if records is None:
         return
 
-    def remember(url: str) -> None:
+    def remember(url: str) -> None:  # on the trio thread, after the origin's first answer
         known[:] = [url, *(u for u in known if u != url)][:MAX_REMEMBERED]
         records.remember_value(RECORD_KEY, list(known))
 
@@ -40,7 +48,25 @@ def keep_warm(transport: ThreadedTransport, api_url: str, records: RecordStore |
 
 
 def _valid(value: object) -> list[str]:
+    """The origins in a remembered record: ``scheme://host:port`` strings httpx parses, with
+    no user, path or query; anything else is dropped."""
     if not isinstance(value, list):
         return []
-    urls = [u for u in value if isinstance(u, str) and u.startswith(("http://", "https://"))]
-    return [u for u in urls if "/" not in u.split("://", 1)[1] and "?" not in u][:MAX_REMEMBERED]
+    valid = []
+    for item in value[:MAX_REMEMBERED]:
+        if not isinstance(item, str):
+            continue
+        try:
+            url = httpx.URL(item)
+        except (ValueError, httpx.InvalidURL):
+            continue
+        if (
+            url.scheme in ("http", "https")
+            and url.host
+            and not url.userinfo
+            and url.raw_path == b"/"
+            and not url.query
+            and not item.endswith("/")
+        ):
+            valid.append(item)
+    return valid

@@ -12,7 +12,11 @@ of its time there than in requests. So the pool opens connections *before* they 
   two ``download_info``) find one open.
 - **Waiting for one being opened.** A request that finds no idle connection while one is
   being opened for nobody in particular waits for it (it was started earlier than a new one
-  would be) — one waiter per connection being opened; the others open their own at once.
+  would be) — one waiter per connection being opened, for at most ``AHEAD_WAIT_SECONDS`` (an
+  opening stuck in a name lookup must not hold it); the others open their own at once.
+- **Failing origins.** When an opening ahead fails (refused, unreachable, TLS refused), the
+  origin is not warmed again until a request to it gets an answer: a host that is down costs
+  the requests that need it, never a stream of connects beside them.
 - **Re-opened without a request.** One thread watches every idle socket (``epoll``, one-shot:
   it wakes only when a socket turns readable, never on a timer). A socket that turns readable
   while idle was closed by the server (its idle timeout) or sent something nobody asked for:
@@ -21,16 +25,20 @@ of its time there than in requests. So the pool opens connections *before* they 
   readable only because TLS 1.3 sent its session tickets after the handshake is drained and
   kept. A connection the server closed within ``MIN_LIFETIME`` of being opened is not
   replaced (a server that closes at once must not make the pool reconnect in a loop); the
-  next request warms the origin again.
+  next request warms the origin again. Each connection opened ahead that the server closes
+  unused lowers the origin's target by one, down to one connection, until its next request:
+  an idle mount keeps one connection per host open, not four.
 - **TLS resumption.** The newest resumable session of each origin is kept (after the
   handshake for TLS 1.2, after the first read for TLS 1.3, whose tickets arrive then) and
   offered by every new connection to that origin: a resumed handshake skips the certificate
   exchange and, with TLS 1.2, one round trip.
 
 Invariants: a connection is in at most one place — an idle list (and then watched), an
-exchange, or a thread opening it; every count here is changed under ``_lock``; a
-connection that fails to open costs only itself (logged at DEBUG: the request that needs
-the origin reports the failure). Nothing here sends a byte of HTTP.
+exchange, or a thread opening it; every count here is changed under ``_lock``, which is
+never re-entered, and threads are started outside it; a connection that fails to open costs
+only itself (logged at DEBUG: the request that needs the origin reports the failure);
+:meth:`ConnectionPool.close` leaves nothing open (the sockets of connections being opened
+ahead are shut down, so their threads end at once). Nothing here sends a byte of HTTP.
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ import http.client
 import logging
 import os
 import select
+import socket
 import ssl
 import threading
 import time
@@ -59,6 +68,9 @@ them: long enough to span a pause between two tool runs, short enough that an id
 goes quiet."""
 MIN_LIFETIME = 1.0
 """A connection closed by the server sooner than this after it was opened is not replaced."""
+AHEAD_WAIT_SECONDS = 2.0
+"""How long a request waits for a connection being opened ahead before opening its own (one
+stuck in a name lookup or a connect to an address that drops packets must not hold it)."""
 _WAIT_STEP = 0.05
 """Seconds between checks of a waiting exchange for its own cancellation."""
 
@@ -83,14 +95,22 @@ class _Idle:
     conn: http.client.HTTPConnection
     origin: Origin
     opened: float
+    served: bool
+    """It carried a response (else it was opened ahead and never used)."""
+
+
+Opener = Callable[[Origin, Callable[[socket.socket], None]], http.client.HTTPConnection]
+"""``(origin, attach)``: an unconnected connection whose sockets are handed to ``attach``."""
 
 
 class ConnectionPool:
-    """Idle connections per origin; ``open_connection(origin)`` makes an unconnected one."""
+    """Idle connections per origin; ``open_connection(origin, attach)`` makes an unconnected
+    one. Thread-safe; ``warm``, ``using``, ``answered`` and ``done`` are called on the trio
+    thread, the rest from worker threads too."""
 
     def __init__(
         self,
-        open_connection: Callable[[Origin], http.client.HTTPConnection],
+        open_connection: Opener,
         *,
         warm: int = 0,
         on_new_origin: Callable[[Origin], None] | None = None,
@@ -104,43 +124,63 @@ class ConnectionPool:
         self._opening: defaultdict[Origin, int] = defaultdict(int)
         self._waiting: defaultdict[Origin, int] = defaultdict(int)
         self._busy: defaultdict[Origin, int] = defaultdict(int)
+        self._target: dict[Origin, int] = {}
+        """Connections to keep per origin: ``warm``, one less for each opened ahead that the
+        server closed unused (down to 1), ``warm`` again on the next request."""
         self._warm_until: dict[Origin, float] = {}
+        self._failing: set[Origin] = set()
+        """Origins an ahead opening failed for: not warmed until a request gets an answer."""
+        self._connecting: set[socket.socket] = set()
+        """Sockets of connections being opened ahead: shut down by :meth:`close`."""
         self._sessions: dict[Origin, ssl.SSLSession] = {}
-        self._seen: set[Origin] = set()
+        self._reported: set[Origin] = set()
         self._watcher: _Watcher | None = None
         self._closed = False
         self.stats = PoolStats()
         self.min_lifetime = MIN_LIFETIME
         """A connection closed while idle sooner than this after its opening is not replaced."""
+        self.ahead_wait = AHEAD_WAIT_SECONDS
 
     # --- from the trio thread ----------------------------------------------------------------
 
     def warm(self, origin: Origin) -> None:
         """Keep ``origin`` warm from now on (opening its connections in the background)."""
         with self._lock:
-            self._seen.add(origin)
             self._warm_until[origin] = time.monotonic() + WARM_FOR_SECONDS
-            self._top_up(origin)
+            self._failing.discard(origin)
+            starts = self._top_up(origin)
+        self._start(origin, starts)
 
     def using(self, origin: Origin) -> None:
         """A request to ``origin`` is about to start: the origin is warm, and its other
         connections are opened beside this request's."""
+        starts = 0
         with self._lock:
-            new = origin not in self._seen
-            self._seen.add(origin)
             self._busy[origin] += 1
             if self._warm:
                 self._warm_until[origin] = time.monotonic() + WARM_FOR_SECONDS
-                self._top_up(origin)
+                self._target[origin] = self._warm
+                starts = self._top_up(origin)
+        self._start(origin, starts)
+
+    def answered(self, origin: Origin) -> None:
+        """A request to ``origin`` got an answer: it is reachable (warmed again if an opening
+        failed), and reported once to ``on_new_origin``."""
+        with self._lock:
+            self._failing.discard(origin)
+            new = origin not in self._reported
+            self._reported.add(origin)
         if new and self._on_new_origin is not None:
             self._on_new_origin(origin)
 
     def done(self, origin: Origin) -> None:
         """The request to ``origin`` ended (its connection, if kept, is idle again)."""
+        starts = 0
         with self._lock:
             self._busy[origin] -= 1
             if self._warm:  # it may have taken one opened ahead, or lost its own
-                self._top_up(origin)
+                starts = self._top_up(origin)
+        self._start(origin, starts)
 
     def snapshot(self) -> dict[str, int]:
         """The counters, and the connections idle and being opened now (``remotefs status``)."""
@@ -158,13 +198,19 @@ class ConnectionPool:
             return sum(self._opening.values())
 
     def close(self) -> None:
+        """Close every idle connection, end those being opened ahead (their sockets are shut
+        down: the threads opening them end at once), stop the watcher."""
         with self._lock:
             self._closed = True
             idle = [item.conn for items in self._idle.values() for item in items]
             self._idle.clear()
             self._by_fd.clear()
+            connecting, self._connecting = list(self._connecting), set()
             watcher, self._watcher = self._watcher, None
             self._lock.notify_all()
+        for sock in connecting:
+            with contextlib.suppress(OSError):
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)  # also for TLS: see transport
         if watcher is not None:
             watcher.close()
         for conn in idle:
@@ -175,32 +221,43 @@ class ConnectionPool:
     def take(
         self, origin: Origin, cancelled: Callable[[], bool]
     ) -> http.client.HTTPConnection | None:
-        """An open idle connection to ``origin``, waiting for one being opened if nobody else
-        waits for it; ``None``: open a new one."""
+        """An open idle connection to ``origin``, waiting (up to ``ahead_wait``) for one being
+        opened if nobody else waits for it; ``None``: open a new one."""
+        give_up = time.monotonic() + self.ahead_wait
         with self._lock:
-            while True:
+            while not cancelled():
                 conn = self._pop_idle(origin)
                 if conn is not None:
                     return conn
-                if self._opening[origin] <= self._waiting[origin] or self._closed or cancelled():
+                if (
+                    self._opening[origin] <= self._waiting[origin]
+                    or self._closed
+                    or time.monotonic() >= give_up
+                ):
                     return None
                 self._waiting[origin] += 1
                 try:
                     self._lock.wait(_WAIT_STEP)
                 finally:
                     self._waiting[origin] -= 1
+        return None
 
     def give_back(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
         """A connection after a complete response that keeps it open."""
         self._remember_session(origin, conn)
         with self._lock:
             if not self._closed:
-                self._add_idle(_Idle(conn, origin, getattr(conn, "opened", time.monotonic())))
+                opened = getattr(conn, "opened", time.monotonic())
+                self._add_idle(_Idle(conn, origin, opened, served=True))
                 return
         conn.close()
 
     def session(self, origin: Origin) -> ssl.SSLSession | None:
         return self._sessions.get(origin)
+
+    def forget_session(self, origin: Origin) -> None:
+        """The session failed to resume (or to be set): new connections start afresh."""
+        self._sessions.pop(origin, None)
 
     def handshaken(self, origin: Origin, sock: ssl.SSLSocket) -> None:
         """A TLS handshake completed on a connection to ``origin``."""
@@ -229,15 +286,19 @@ class ConnectionPool:
 
     def _add_idle(self, item: _Idle) -> None:
         self._idle[item.origin].append(item)
+        self._lock.notify_all()
         sock = item.conn.sock
         if sock is None:
             return
+        if self._watcher is None:
+            try:
+                self._watcher = _Watcher(self._readable)
+            except (OSError, RuntimeError) as exc:  # no descriptors or threads left: unwatched
+                log.debug("cannot watch idle connections: %s", exc)
+                return
         fd = sock.fileno()
         self._by_fd[fd] = item
-        if self._watcher is None:
-            self._watcher = _Watcher(self._readable)
         self._watcher.watch(fd)
-        self._lock.notify_all()
 
     def _forget_fd(self, item: _Idle) -> None:
         sock = item.conn.sock
@@ -249,21 +310,46 @@ class ConnectionPool:
             if self._watcher is not None:
                 self._watcher.unwatch(fd)
 
-    def _top_up(self, origin: Origin) -> None:
-        """Open connections to ``origin`` until ``warm`` exist (called under the lock)."""
-        if self._closed or time.monotonic() >= self._warm_until.get(origin, 0.0):
-            return
+    def _top_up(self, origin: Origin) -> int:
+        """How many connections to open ahead to ``origin`` so that its target exist (called
+        under the lock; counted as opening; :meth:`_start` starts them, outside the lock)."""
+        if (
+            self._closed
+            or origin in self._failing
+            or time.monotonic() >= self._warm_until.get(origin, 0.0)
+        ):
+            return 0
+        target = self._target.setdefault(origin, self._warm)
         existing = len(self._idle[origin]) + self._opening[origin] + self._busy[origin]
-        for _ in range(self._warm - existing):
-            self._opening[origin] += 1
-            threading.Thread(
-                target=self._open_ahead, args=(origin,), name="remotefs-connect", daemon=True
-            ).start()
+        starts = max(0, target - existing)
+        self._opening[origin] += starts
+        return starts
+
+    def _start(self, origin: Origin, count: int) -> None:
+        for _ in range(count):
+            try:
+                threading.Thread(
+                    target=self._open_ahead, args=(origin,), name="remotefs-connect", daemon=True
+                ).start()
+            except RuntimeError as exc:  # no thread to be had: not counted as opening
+                log.debug("cannot open a connection ahead: %s", exc)
+                with self._lock:
+                    self._opening[origin] -= 1
+                    self._lock.notify_all()
 
     def _open_ahead(self, origin: Origin) -> None:
         conn: http.client.HTTPConnection | None = None
+        mine: list[socket.socket] = []
+
+        def attach(sock: socket.socket) -> None:  # close() may shut it down from now on
+            with self._lock:
+                if self._closed:
+                    raise OSError("the pool is closed")
+                self._connecting.add(sock)
+                mine.append(sock)
+
         try:
-            conn = self._open_connection(origin)
+            conn = self._open_connection(origin, attach)
             conn.connect()
         except Exception as exc:  # the request that needs it reports the failure
             log.debug("opening a connection to %s:%d ahead failed: %s", *origin[1:], exc)
@@ -273,16 +359,20 @@ class ConnectionPool:
         with self._lock:
             self._opening[origin] -= 1
             self._lock.notify_all()
-            if conn is not None:
+            self._connecting.difference_update(mine)
+            if conn is None:
+                self._failing.add(origin)
+            else:
                 self.stats.opened_ahead += 1
                 if not self._closed:
-                    self._add_idle(_Idle(conn, origin, time.monotonic()))
+                    self._add_idle(_Idle(conn, origin, time.monotonic(), served=False))
                     return
         if conn is not None:
             conn.close()
 
     def _readable(self, fd: int) -> None:
         """From the watcher: an idle socket turned readable."""
+        starts = 0
         with self._lock:
             item = self._by_fd.get(fd)
             if item is None or item.conn.sock is None or item.conn.sock.fileno() != fd:
@@ -295,9 +385,15 @@ class ConnectionPool:
             self._idle[item.origin].remove(item)
             del self._by_fd[fd]
             self.stats.closed_idle += 1
-            if time.monotonic() - item.opened >= self.min_lifetime:
-                self._top_up(item.origin)
-        item.conn.close()
+            try:
+                if not item.served:  # opened ahead, closed unused: keep fewer of these
+                    target = self._target.get(item.origin, self._warm)
+                    self._target[item.origin] = max(1, target - 1)
+                if time.monotonic() - item.opened >= self.min_lifetime:
+                    starts = self._top_up(item.origin)
+            finally:
+                item.conn.close()
+        self._start(item.origin, starts)
 
     def _remember_session(self, origin: Origin, conn_or_sock: object) -> None:
         sock = getattr(conn_or_sock, "sock", conn_or_sock)
@@ -370,22 +466,21 @@ class _Watcher:
         with contextlib.suppress(OSError):
             os.write(self._wake_write, b"x")
         self._thread.join(timeout=2.0)
-
-    def _run(self) -> None:
-        try:
-            while True:
-                try:
-                    events = self._epoll.poll()
-                except InterruptedError:
-                    continue
-                for fd, _ in events:
-                    if fd == self._wake_read:
-                        return
-                    try:
-                        self._on_readable(fd)
-                    except Exception:  # never let one socket end the watching
-                        log.exception("watching idle connections")
-        finally:
+        if not self._thread.is_alive():  # else it still polls them: left to the process's end
             self._epoll.close()
             os.close(self._wake_read)
             os.close(self._wake_write)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                events = self._epoll.poll()
+            except InterruptedError:
+                continue
+            for fd, _ in events:
+                if fd == self._wake_read:
+                    return
+                try:
+                    self._on_readable(fd)
+                except Exception:  # never let one socket end the watching
+                    log.exception("watching idle connections")

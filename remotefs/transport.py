@@ -116,9 +116,9 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {request.url.scheme!r}")
         body = await request.aread()
         exchange = _Exchange(self, request, body)
-        self.pool.using(exchange.origin)
         try:
-            return await trio.to_thread.run_sync(
+            self.pool.using(exchange.origin)
+            answer = await trio.to_thread.run_sync(
                 exchange.run, abandon_on_cancel=True, limiter=self._limiter
             )
         except trio.Cancelled:
@@ -126,6 +126,8 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
             raise
         finally:
             self.pool.done(exchange.origin)
+        self.pool.answered(exchange.origin)
+        return answer
 
     async def aclose(self) -> None:
         self.pool.close()
@@ -136,9 +138,11 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
 
     # --- connections (called from worker threads) ---------------------------------------------
 
-    def _ahead(self, origin: _Origin) -> http.client.HTTPConnection:
+    def _ahead(
+        self, origin: _Origin, attach: Callable[[socket.socket], None]
+    ) -> http.client.HTTPConnection:
         """An unconnected connection for the pool to open ahead of any request."""
-        return self._new_connection(origin, self._connect_timeout, _no_exchange)
+        return self._new_connection(origin, self._connect_timeout, attach)
 
     def _new_connection(
         self, origin: _Origin, timeout: float | None, attach: Callable[[socket.socket], None]
@@ -160,7 +164,8 @@ def _origin(url: httpx.URL) -> _Origin:
 
 def _url(origin: _Origin) -> str:
     scheme, host, port = origin
-    return f"{scheme}://{host}:{port}"
+    shown = f"[{host}]" if ":" in host else host  # an IPv6 literal
+    return f"{scheme}://{shown}:{port}"
 
 
 def _no_exchange(sock: socket.socket) -> None:
@@ -252,16 +257,26 @@ class _TLSConnection(_Connection):
         self._origin = origin
 
     def _wrap(self, sock: socket.socket) -> socket.socket:
-        return self._tls.wrap_socket(
-            sock,
-            server_hostname=self.host,
-            do_handshake_on_connect=False,
-            session=self._pool.session(self._origin),  # resumed if the server still has it
-        )
+        session = self._pool.session(self._origin)  # resumed if the server still has it
+        if session is not None:
+            try:
+                return self._tls.wrap_socket(
+                    sock,
+                    server_hostname=self.host,
+                    do_handshake_on_connect=False,
+                    session=session,
+                )
+            except (ValueError, ssl.SSLError):  # a session OpenSSL will not take: without
+                self._pool.forget_session(self._origin)
+        return self._tls.wrap_socket(sock, server_hostname=self.host, do_handshake_on_connect=False)
 
     def _handshake(self) -> None:
         assert isinstance(self.sock, ssl.SSLSocket)
-        self.sock.do_handshake()
+        try:
+            self.sock.do_handshake()
+        except (ssl.SSLError, ValueError):
+            self._pool.forget_session(self._origin)  # never offered again if it was to blame
+            raise
         self._pool.handshaken(self._origin, self.sock)
 
 
@@ -322,7 +337,8 @@ class _Exchange:
             try:
                 return self._on(conn, reused=True)
             except _StaleConnection:  # the server closed it before answering
-                self._raise_if_aborted()  # (or we did, on a cancel): once more, on a new one
+                pass  # (or we did, on a cancel): once more, on a new one
+        self._raise_if_aborted()  # (no name lookup for an exchange given up)
         return self._on(
             self.transport._new_connection(self.origin, self.connect_timeout, self._attach)
         )

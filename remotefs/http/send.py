@@ -270,7 +270,12 @@ async def _exchange(
 ) -> httpx.Response:
     """One attempt: send, read the whole body, check its length. Raises ``_Retryable``."""
     transport = threaded_transport(client)
-    if transport is not None and not follow_redirects:
+    if (
+        transport is not None
+        and not follow_redirects
+        and client.auth is None
+        and not any(client.event_hooks.values())
+    ):
         return await _exchange_below_httpx(transport, request, raw)
     try:
         response = await client.send(request, stream=True, follow_redirects=follow_redirects)
@@ -302,8 +307,11 @@ async def _exchange_below_httpx(
     transport: ThreadedTransport, request: httpx.Request, raw: bool
 ) -> httpx.Response:
     """The same attempt through the threaded transport directly: the client's layers
-    (cookies, auth, redirects, an interim response object) are skipped; the transport reads
-    the whole body and raises httpx's exceptions, classified as above."""
+    (cookies, auth, event hooks, redirects, an interim response object) are skipped; the
+    transport reads the whole body and raises httpx's exceptions, classified as above. The
+    mount keeps no cookies on purpose: a platform's API is authenticated by its token, and a
+    storage host's cookie must never travel to another request. It sets no auth or hooks on
+    its client; a client that has them (a test's) is sent through ``client.send``."""
     try:
         _, status, _, headers, body = await transport.exchange(request)
     except RETRYABLE_TRANSPORT_ERRORS as exc:
@@ -346,8 +354,9 @@ def _build(
     query: httpx.QueryParams | None,
 ) -> httpx.Request:
     """``client.build_request``, without what the mount's client never has (a base URL to
-    join, cookies to merge): the client's headers, then these, and its timeouts."""
-    if client.base_url.raw_path != b"/" or client.base_url.host or client.cookies:
+    join, cookies or default parameters to merge): the client's headers, then these, and its
+    timeouts. A client with any of those gets ``build_request`` itself."""
+    if client.base_url.raw_path != b"/" or client.base_url.host or client.cookies or client.params:
         return client.build_request(method, url, headers=headers, params=query)
     merged = client.headers.copy()
     if headers:

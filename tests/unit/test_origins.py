@@ -68,3 +68,17 @@ def test_without_a_record_store_only_the_api_is_warmed() -> None:
     transport = Transport()
     keep_warm(transport, API, None)  # type: ignore[arg-type]
     assert transport.warmed == [API] and transport.on_new_origin is None
+
+
+def test_remembered_origins_httpx_cannot_parse_or_with_parts_are_dropped(tmp_path: Path) -> None:
+    records = RecordStore(tmp_path / "records", user_key="u1")
+    records.remember_value(
+        RECORD_KEY,
+        ["https://h:x", "https://u:p@h.example:443", "https://[::1]:8443", "http://h:1?q"],
+    )
+    records.close()
+    records = RecordStore(tmp_path / "records", user_key="u1")
+    transport = Transport()
+    keep_warm(transport, API, records)  # type: ignore[arg-type]
+    records.close()
+    assert transport.warmed == [API, "https://[::1]:8443"]
