@@ -42,8 +42,10 @@ ends on :meth:`Front.stop`.
 from __future__ import annotations
 
 import math
+import os
 import socket
 import ssl
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -93,8 +95,11 @@ class ThrowawayCA:
     def __init__(self, directory: Path) -> None:
         self._ca = trustme.CA()
         self._cert = self._ca.issue_cert(HOST, "localhost")
-        self.pem = directory / "throwaway-ca.pem"
-        self._ca.cert_pem.write_to_path(str(self.pem))
+        # A file of its own: two groups' CAs in one session must not overwrite each other's.
+        fd, name = tempfile.mkstemp(prefix="throwaway-ca-", suffix=".pem", dir=directory)
+        os.close(fd)
+        self.pem = Path(name)
+        self._ca.cert_pem.write_to_path(name)
 
     def server_context(self, version: str) -> ssl.SSLContext:
         """A TLS server context for ``127.0.0.1``/``localhost``, pinned to ``version``."""
