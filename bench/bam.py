@@ -21,15 +21,13 @@ import os
 import random
 import re
 import shutil
-import subprocess
-import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from bench.common import STOP_TIMEOUT, BenchError
+from bench.built import BUILD_TIMEOUT, build_once, feed
+from bench.common import BenchError
 from bench.harness import (
     LATENCY_MS,
     TOOL_TIMEOUT,
@@ -41,7 +39,6 @@ from bench.harness import (
     ratio_at_most,
     run_tool,
 )
-from remotefs.config import default_cache_root
 
 REGION_GROUP = "bam-region"
 SCATTERED_GROUP = "bam-scattered"
@@ -59,7 +56,6 @@ BAM_CHROMS = (
     ("chr3", 12_000_000),
     ("chr4", 10_000_000),
 )
-BUILD_TIMEOUT = 1800.0
 
 REGION = "chr2:6450001-6550000"
 """100 kb in the middle of chr2 (13 Mbp)."""
@@ -124,48 +120,23 @@ def _write_sam(sink: IO[bytes]) -> None:
 
 def ensure_bam() -> Path:
     """The benchmark BAM (+ .bai), built once under ``$XDG_CACHE_HOME/remotefs/bench``."""
-    final = default_cache_root() / "bench" / BAM_VERSION
-    bam = final / BAM_NAME
-    if bam.is_file() and (final / f"{BAM_NAME}.bai").is_file():
-        print(f"bench: reusing {bam} ({bam.stat().st_size:,} bytes)", file=sys.stderr)
-        return bam
-    if shutil.which("samtools") is None:
-        raise BenchError("samtools is not installed (apt-get install samtools)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{BAM_VERSION}.building-", dir=final.parent))
-    try:
-        t0 = time.monotonic()
-        print(f"bench: building {bam} (once; {BAM_READS:,} reads) ...", file=sys.stderr)
+
+    def build(building: Path) -> None:
         # Relative output path and --no-PG: the file does not depend on where it was built.
-        argv = ["samtools", "view", "-b", "--no-PG", "-@2", "-o", BAM_NAME, "-"]
-        with open(building / "samtools.log", "wb") as log:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=log, cwd=building)
-        assert proc.stdin is not None
-        try:
-            _write_sam(proc.stdin)
-            proc.stdin.close()
-            rc = proc.wait(timeout=BUILD_TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT)
-        if rc != 0:
-            tail = (building / "samtools.log").read_text(errors="replace")[-500:]
-            raise BenchError(f"samtools view -b failed (exit {rc}): {tail}")
-        run_tool(["samtools", "index", BAM_NAME], BUILD_TIMEOUT, cwd=building)
-        size = (building / BAM_NAME).stat().st_size
-        if size < BAM_MIN_BYTES:
-            raise BenchError(f"the generated BAM has {size:,} bytes, fewer than {BAM_MIN_BYTES:,}")
-        (building / "samtools.log").unlink()
-        shutil.rmtree(final, ignore_errors=True)
-        os.rename(building, final)
-        print(
-            f"bench: built {bam} ({size:,} bytes) in {time.monotonic() - t0:.0f} s",
-            file=sys.stderr,
+        feed(
+            ["samtools", "view", "-b", "--no-PG", "-@2", "-o", BAM_NAME, "-"], _write_sam, building
         )
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return bam
+        run_tool(["samtools", "index", BAM_NAME], BUILD_TIMEOUT, cwd=building)
+
+    return build_once(
+        BAM_VERSION,
+        BAM_NAME,
+        ".bai",
+        {"samtools": "samtools"},
+        f"{BAM_READS:,} reads",
+        BAM_MIN_BYTES,
+        build,
+    )
 
 
 def write_data(data: Path, bam: Path) -> None:

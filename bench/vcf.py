@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import IO
 
 from bench.bam import BAM_CHROMS
-from bench.common import STOP_TIMEOUT, BenchError
+from bench.built import BUILD_TIMEOUT, build_once, feed
 from bench.harness import TOOL_TIMEOUT, run_tool
-from remotefs.config import default_cache_root
 
 VCF_DIR = "vcf"
 VCF_NAME = "big.vcf.gz"
@@ -35,7 +29,6 @@ VCF_SEED = 20241
 VCF_RECORDS = 800_000
 VCF_SAMPLES = 20
 VCF_MIN_BYTES = 50_000_000
-BUILD_TIMEOUT = 1800.0
 
 REGION = "chr2:6450001-6550000"
 """100 kb in the middle of chr2 (13 Mbp)."""
@@ -87,49 +80,20 @@ def _write_vcf(sink: IO[bytes]) -> None:
 
 def ensure_vcf() -> Path:
     """The benchmark VCF (+ .tbi), built once under ``$XDG_CACHE_HOME/remotefs/bench``."""
-    final = default_cache_root() / "bench" / VCF_VERSION
-    vcf = final / VCF_NAME
-    if vcf.is_file() and (final / f"{VCF_NAME}.tbi").is_file():
-        print(f"bench: reusing {vcf} ({vcf.stat().st_size:,} bytes)", file=sys.stderr)
-        return vcf
-    for tool in ("bgzip", "tabix"):
-        if shutil.which(tool) is None:
-            raise BenchError(f"{tool} is not installed (apt-get install tabix)")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{VCF_VERSION}.building-", dir=final.parent))
-    try:
-        t0 = time.monotonic()
-        print(f"bench: building {vcf} (once; {VCF_RECORDS:,} records) ...", file=sys.stderr)
-        with open(building / VCF_NAME, "wb") as out, open(building / "bgzip.log", "wb") as log:
-            proc = subprocess.Popen(
-                ["bgzip", "-@2", "-c"], stdin=subprocess.PIPE, stdout=out, stderr=log
-            )
-        assert proc.stdin is not None
-        try:
-            _write_vcf(proc.stdin)
-            proc.stdin.close()
-            rc = proc.wait(timeout=BUILD_TIMEOUT)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=STOP_TIMEOUT)
-        if rc != 0:
-            tail = (building / "bgzip.log").read_text(errors="replace")[-500:]
-            raise BenchError(f"bgzip failed (exit {rc}): {tail}")
+
+    def build(building: Path) -> None:
+        feed(["bgzip", "-@2", "-c"], _write_vcf, building, stdout=building / VCF_NAME)
         run_tool(["tabix", "-p", "vcf", VCF_NAME], BUILD_TIMEOUT, cwd=building)
-        size = (building / VCF_NAME).stat().st_size
-        if size < VCF_MIN_BYTES:
-            raise BenchError(f"the generated VCF has {size:,} bytes, fewer than {VCF_MIN_BYTES:,}")
-        (building / "bgzip.log").unlink()
-        shutil.rmtree(final, ignore_errors=True)
-        os.rename(building, final)
-        print(
-            f"bench: built {vcf} ({size:,} bytes) in {time.monotonic() - t0:.0f} s",
-            file=sys.stderr,
-        )
-    finally:
-        shutil.rmtree(building, ignore_errors=True)
-    return vcf
+
+    return build_once(
+        VCF_VERSION,
+        VCF_NAME,
+        ".tbi",
+        {"bgzip": "tabix", "tabix": "tabix"},
+        f"{VCF_RECORDS:,} records",
+        VCF_MIN_BYTES,
+        build,
+    )
 
 
 def write_data(data: Path, vcf: Path) -> None:
