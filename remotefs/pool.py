@@ -197,6 +197,12 @@ class ConnectionPool:
         with self._lock:
             return sum(self._opening.values())
 
+    @property
+    def waiting(self) -> int:
+        """Requests waiting for a connection being opened ahead now, all origins together."""
+        with self._lock:
+            return sum(self._waiting.values())
+
     def close(self) -> None:
         """Close every idle connection, end those being opened ahead (their sockets are shut
         down: the threads opening them end at once), stop the watcher."""

@@ -643,14 +643,44 @@ async def test_a_server_that_closes_at_once_is_not_reconnected_in_a_loop(serve) 
         assert await trio.to_thread.run_sync(server.wait_until, lambda: server.accepted == 4)
 
 
-async def test_a_request_takes_a_connection_being_opened_rather_than_a_new_one(serve) -> None:
-    server = serve(answer_x)
-    async with warm_client(warm=1) as c:
-        transport = c._transport
-        assert isinstance(transport, ThreadedTransport)
-        transport.warm(server.url("/"))  # being opened (or open) when the request starts
-        assert (await c.get(server.url())).content == b"x"
-    assert server.accepted == 1
+def held_tls(context: ssl.SSLContext, hold: threading.Event) -> ssl.SSLContext:
+    """A server context whose handshakes wait for ``hold``: the TCP connection is accepted
+    at once, the client's TLS handshake (opening the connection) lasts until it is set."""
+
+    class Held(ssl.SSLContext):
+        def wrap_socket(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
+            hold.wait(10)
+            return context.wrap_socket(*args, **kwargs)
+
+    return Held.__new__(Held, ssl.PROTOCOL_TLS_SERVER)
+
+
+async def test_a_request_takes_a_connection_being_opened_rather_than_a_new_one(serve, ca) -> None:
+    hold = threading.Event()
+    server = serve(answer_x, held_tls(server_tls(ca, "127.0.0.1"), hold))
+    try:
+        async with warm_client(warm=1, trust=trusting(ca)) as c, trio.open_nursery() as nursery:
+            transport = c._transport
+            assert isinstance(transport, ThreadedTransport)
+            pool = pool_of(c)
+            pool.ahead_wait = 30.0  # (however slow this machine: it waits, it does not give up)
+            transport.warm(server.url("/"))
+            assert await trio.to_thread.run_sync(server.wait_until, lambda: server.accepted == 1)
+            got: list[bytes] = []
+
+            async def get() -> None:
+                got.append((await c.get(server.url())).content)
+
+            nursery.start_soon(get)
+            with trio.fail_after(5):
+                while pool.waiting < 1:  # the request waits for the one being opened
+                    await trio.sleep(0.005)
+            assert server.accepted == 1 and pool.opening == 1  # and opened none of its own
+            hold.set()
+        assert got == [b"x"]
+    finally:
+        hold.set()
+    assert server.accepted == 1 and len(server.heads) == 1
 
 
 async def test_an_origin_that_refuses_costs_only_its_requests() -> None:
@@ -675,16 +705,7 @@ async def test_closing_ends_the_connections_being_opened_ahead(serve, ca) -> Non
     # The server takes the TCP connection but never answers the TLS handshake: the opening
     # thread would wait for its timeout; closing the transport ends it at once.
     hold = threading.Event()
-
-    def tls_held(ca_context: ssl.SSLContext) -> ssl.SSLContext:
-        class Held(ssl.SSLContext):
-            def wrap_socket(self, *args, **kwargs):  # type: ignore[no-untyped-def, override]
-                hold.wait(10)
-                return ca_context.wrap_socket(*args, **kwargs)
-
-        return Held.__new__(Held, ssl.PROTOCOL_TLS_SERVER)
-
-    server = serve(answer_x, tls_held(server_tls(ca, "127.0.0.1")))
+    server = serve(answer_x, held_tls(server_tls(ca, "127.0.0.1"), hold))
     try:
         c = warm_client(warm=2, trust=trusting(ca))
         transport = c._transport
@@ -763,6 +784,11 @@ async def test_tls_connections_opened_ahead_stay_usable_after_their_tickets(serv
         assert isinstance(transport, ThreadedTransport)
         transport.warm(server.url("/"))
         assert await trio.to_thread.run_sync(server.wait_until, lambda: len(server.resumed) == 3)
+        pool = pool_of(c)
+        with trio.fail_after(5):  # no request yet: only the watcher can have read the tickets
+            while pool.session(("https", "127.0.0.1", server.port)) is None:
+                await trio.sleep(0.005)
+        assert pool.stats.closed_idle == 0
         async with trio.open_nursery() as nursery:
             for _ in range(3):
                 nursery.start_soon(c.get, server.url())
