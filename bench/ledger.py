@@ -61,7 +61,7 @@ from pathlib import Path
 
 from bench import bam, vcf
 from bench.common import BIG_PATH, HOST, BenchError
-from bench.front import Front, ThrowawayCA, running_front
+from bench.front import Front, FrontCounts, ThrowawayCA, running_front
 from bench.harness import (
     TOOL_TIMEOUT,
     Figures,
@@ -250,6 +250,21 @@ def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1].split("/", 1)[0])
 
 
+def record_counts(
+    f: Figures, key: str, api: FrontCounts, storage: FrontCounts, emu: Platform
+) -> None:
+    """``KEY.connects.*``, ``KEY.tls.*`` from both fronts, ``KEY.api``/``KEY.storage`` from
+    the emulator's counters."""
+    counts = emu.counts()
+    f.add(f"{key}.connects.api", api.connections)
+    f.add(f"{key}.connects.storage", storage.connections)
+    resumed = api.tls_resumed + storage.tls_resumed
+    f.add(f"{key}.tls.full", api.tls_handshakes + storage.tls_handshakes - resumed)
+    f.add(f"{key}.tls.resumed", resumed)
+    f.add(f"{key}.api", counts.api_requests)
+    f.add(f"{key}.storage", counts.storage_requests)
+
+
 # --- one run of a group ---------------------------------------------------------------------
 
 
@@ -295,18 +310,10 @@ class Ledger:
             )
 
     def _record(self, key: str, seconds: float, fronts: Fronts) -> None:
-        f, emu = self.bench.figures, self.bench.emu
-        api, storage = fronts.api.counts(), fronts.storage.counts()
-        counts = emu.counts()
+        f = self.bench.figures
         f.add(key, seconds)
         f.add(f"{key}.rt", seconds / (RTT_MS / 1000))
-        f.add(f"{key}.connects.api", api.connections)
-        f.add(f"{key}.connects.storage", storage.connections)
-        resumed = api.tls_resumed + storage.tls_resumed
-        f.add(f"{key}.tls.full", api.tls_handshakes + storage.tls_handshakes - resumed)
-        f.add(f"{key}.tls.resumed", resumed)
-        f.add(f"{key}.api", counts.api_requests)
-        f.add(f"{key}.storage", counts.storage_requests)
+        record_counts(f, key, fronts.api.counts(), fronts.storage.counts(), self.bench.emu)
 
     def on_mount(self, w: Workload, variant: str, fronts: Fronts) -> None:
         """Both cold cases: a mount whose cache directory knows the hosts (an earlier mount of
@@ -397,19 +404,11 @@ class Idle:
                     fronts.start_clock(RTT_MS)  # zero the counters after the ls
                     bench.emu.reset()
                     time.sleep(self.seconds)  # the idle period is what is measured
-                    api, storage = fronts.api.counts(), fronts.storage.counts()
-                    counts = bench.emu.counts()
+                    key = f"ledger.idle.{variant}"
+                    record_counts(f, key, fronts.api.counts(), fronts.storage.counts(), bench.emu)
                 finally:
                     fronts.stop_clock()
-        key = f"ledger.idle.{variant}"
         f.add(f"{key}.seconds", self.seconds)
-        f.add(f"{key}.connects.api", api.connections)
-        f.add(f"{key}.connects.storage", storage.connections)
-        resumed = api.tls_resumed + storage.tls_resumed
-        f.add(f"{key}.tls.full", api.tls_handshakes + storage.tls_handshakes - resumed)
-        f.add(f"{key}.tls.resumed", resumed)
-        f.add(f"{key}.api", counts.api_requests)
-        f.add(f"{key}.storage", counts.storage_requests)
 
 
 GROUPS: dict[str, Callable[[MountBench], Callable[[int], None]]] = {

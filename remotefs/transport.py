@@ -86,7 +86,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         self._connect_timeout = connect_timeout
         self.pool = ConnectionPool(self._ahead, warm=warm, on_new_origin=self._new_origin)
         self.on_new_origin: Callable[[str], None] | None = None
-        """Called with ``scheme://host:port`` the first time a request goes to an origin
+        """Called with ``scheme://host:port`` the first time an origin answers a request
         (the mount remembers storage hosts with it, :mod:`remotefs.origins`)."""
 
     def warm(self, url: str) -> None:
@@ -110,8 +110,8 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
     ) -> tuple[bytes, int, str, list[tuple[bytes, bytes]], bytes]:
         """One exchange, below httpx's models: (HTTP version, status, reason, raw headers,
         whole body). :func:`remotefs.http.send.send` calls this directly (no client-side
-        cookies, auth or redirects to run), which saves a third of the mount's CPU per
-        request when it sizes a folder of thousands of ODM files."""
+        cookies, auth or redirects to run): 15-20% less of the mount's CPU per request when
+        it sizes a folder of thousands of ODM files."""
         if request.url.scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(f"unsupported scheme {request.url.scheme!r}")
         body = await request.aread()

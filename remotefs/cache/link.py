@@ -24,6 +24,7 @@ sequential.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 RTT_SAMPLES = 32
@@ -38,13 +39,22 @@ MIN_SPAN = 1e-3
 
 
 class Link:
-    """Estimates of the link from the fetches seen so far (0 before the first)."""
+    """Estimates of the link from the fetches seen so far (0 before the first). They are
+    computed when a fetch lands, so reading them (every read of a stream does) costs
+    nothing."""
 
     def __init__(self, rtt_samples: int = RTT_SAMPLES, rate_span: float = RATE_SPAN) -> None:
         self._times: deque[float] = deque(maxlen=rtt_samples)
         self._rate_span = rate_span
         self._landed: deque[tuple[float, float, int]] = deque()  # (sent, ended, bytes)
         self._landed_bytes = 0
+        self._newest = -math.inf
+        self.rtt = 0.0
+        """Seconds: the quickest of the recent requests, from sending to its last byte."""
+        self.throughput = 0.0
+        """Bytes per second delivered while fetching."""
+        self.bdp = 0
+        """Bytes: ``throughput * rtt``."""
 
     def fetched(self, nbytes: int, sent: float, ended: float) -> None:
         """A request for ``nbytes`` sent at ``sent`` whose whole body had arrived at ``ended``
@@ -52,25 +62,10 @@ class Link:
         self._times.append(max(0.0, ended - sent))
         self._landed.append((sent, ended, nbytes))
         self._landed_bytes += nbytes
-        newest = max(end for _, end, _ in self._landed)
-        while len(self._landed) > 1 and self._landed[0][1] < newest - self._rate_span:
+        self._newest = max(self._newest, ended)  # never pruned below: the max of _landed
+        while len(self._landed) > 1 and self._landed[0][1] < self._newest - self._rate_span:
             self._landed_bytes -= self._landed.popleft()[2]
-
-    @property
-    def rtt(self) -> float:
-        """Seconds: the quickest of the recent requests, from sending to its last byte."""
-        return min(self._times, default=0.0)
-
-    @property
-    def throughput(self) -> float:
-        """Bytes per second delivered while fetching (0 before the first fetch)."""
-        if not self._landed:
-            return 0.0
         start = min(sent for sent, _, _ in self._landed)
-        end = max(end for _, end, _ in self._landed)
-        return self._landed_bytes / max(end - start, MIN_SPAN)
-
-    @property
-    def bdp(self) -> int:
-        """Bytes: ``throughput * rtt``."""
-        return int(self.throughput * self.rtt)
+        self.rtt = min(self._times)
+        self.throughput = self._landed_bytes / max(self._newest - start, MIN_SPAN)
+        self.bdp = int(self.throughput * self.rtt)

@@ -71,25 +71,17 @@ def test_the_storage_url_option_over_real_http(data_dir: Path, tmp_path: Path) -
     args = ["--data", str(data_dir), "--user", "test-user", "--project", PROJECT]
     emu = start_emulator([*args, "--storage-url", "http://127.0.0.1:9"], tmp_path / "emu.log")
     try:
-        files = httpx.get(
-            f"{emu.url}/v2/files",
-            params={"project": PROJECT, "limit": 100},
-            headers=SB,
-            timeout=10,
-            trust_env=False,
-        ).json()["items"]
+
+        def get(path: str, **params: object) -> httpx.Response:
+            return httpx.get(
+                f"{emu.url}{path}", params=params, headers=SB, timeout=10, trust_env=False
+            )
+
+        files = get("/v2/files", project=PROJECT, limit=100).json()["items"]
         reads = next(f["id"] for f in files if f["name"] == "reads")
-        listed = httpx.get(
-            f"{emu.url}/v2/files",
-            params={"parent": reads, "limit": 100},
-            headers=SB,
-            timeout=10,
-            trust_env=False,
-        ).json()["items"]
+        listed = get("/v2/files", parent=reads, limit=100).json()["items"]
         small = next(f["id"] for f in listed if f["name"] == "small.txt")
-        info = httpx.get(
-            f"{emu.url}/v2/files/{small}/download_info", headers=SB, timeout=10, trust_env=False
-        )
+        info = get(f"/v2/files/{small}/download_info")
         url = info.json()["url"]
         assert url.startswith(f"http://127.0.0.1:9/sb-storage/{small}/small.txt?")
         parts = urlsplit(url)

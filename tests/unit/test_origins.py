@@ -40,28 +40,22 @@ async def test_new_hosts_are_remembered_and_warmed_by_the_next_mount(tmp_path: P
     assert second.warmed == [API, *(f"https://bucket-{i}.s3.example:443" for i in newest)]
 
 
-async def test_a_remembered_value_that_is_not_a_list_of_origins_is_ignored(
-    tmp_path: Path,
-) -> None:
+def warmed_after(tmp_path: Path, value: object) -> list[str]:
+    """What a mount warms when the record store holds ``value`` for the origins."""
     records = RecordStore(tmp_path / "records", user_key="u1")
-    records.remember_value(
-        RECORD_KEY,
-        ["ftp://x:21", "https://ok.example:443", "https://a.example:443/path?Signature=s", 7],
-    )
+    records.remember_value(RECORD_KEY, value)
     records.close()
     records = RecordStore(tmp_path / "records", user_key="u1")
     transport = Transport()
     keep_warm(transport, API, records)  # type: ignore[arg-type]
     records.close()
-    assert transport.warmed == [API, "https://ok.example:443"]
-    records = RecordStore(tmp_path / "records", user_key="u1")
-    records.remember_value(RECORD_KEY, {"not": "a list"})
-    records.close()
-    records = RecordStore(tmp_path / "records", user_key="u1")
-    transport = Transport()
-    keep_warm(transport, API, records)  # type: ignore[arg-type]
-    records.close()
-    assert transport.warmed == [API]
+    return transport.warmed
+
+
+def test_a_remembered_value_that_is_not_a_list_of_origins_is_ignored(tmp_path: Path) -> None:
+    junk = ["ftp://x:21", "https://ok.example:443", "https://a.example:443/path?Signature=s", 7]
+    assert warmed_after(tmp_path, junk) == [API, "https://ok.example:443"]
+    assert warmed_after(tmp_path, {"not": "a list"}) == [API]
 
 
 def test_without_a_record_store_only_the_api_is_warmed() -> None:
@@ -71,14 +65,5 @@ def test_without_a_record_store_only_the_api_is_warmed() -> None:
 
 
 def test_remembered_origins_httpx_cannot_parse_or_with_parts_are_dropped(tmp_path: Path) -> None:
-    records = RecordStore(tmp_path / "records", user_key="u1")
-    records.remember_value(
-        RECORD_KEY,
-        ["https://h:x", "https://u:p@h.example:443", "https://[::1]:8443", "http://h:1?q"],
-    )
-    records.close()
-    records = RecordStore(tmp_path / "records", user_key="u1")
-    transport = Transport()
-    keep_warm(transport, API, records)  # type: ignore[arg-type]
-    records.close()
-    assert transport.warmed == [API, "https://[::1]:8443"]
+    junk = ["https://h:x", "https://u:p@h.example:443", "https://[::1]:8443", "http://h:1?q"]
+    assert warmed_after(tmp_path, junk) == [API, "https://[::1]:8443"]
