@@ -969,3 +969,28 @@ async def test_a_head_on_the_loop_takes_one_of_the_transports_places(serve) -> N
             server.release.set()
         assert (await c.get(server.url())).content == b"answer 3"
     assert server.accepted == 1
+
+
+async def test_a_tls_session_is_read_per_connection_not_per_exchange(
+    serve, ca, monkeypatch
+) -> None:
+    # Reading a session copies it (~0.3 ms): done after a connection's handshake and its first
+    # exchange (or a ticket drained while idle), never after each of its exchanges.
+    tls = server_tls(ca, "127.0.0.1")
+    tls.minimum_version = ssl.TLSVersion.TLSv1_3
+    server = serve(answer_x, tls)
+    reads: list[int] = []
+    session = ssl.SSLSocket.session
+    assert session.fget is not None
+    getter = session.fget
+    monkeypatch.setattr(
+        ssl.SSLSocket, "session", property(lambda s: reads.append(1) or getter(s), session.fset)
+    )
+    async with warm_client(warm=0, trust=trusting(ca)) as c:
+        for _ in range(20):
+            assert (await c.get(server.url())).content == b"x"
+        server.drop_idle()  # a new connection: it resumes what the first one kept
+        for _ in range(20):
+            assert (await c.get(server.url())).content == b"x"
+    assert server.resumed == [False, True]
+    assert len(reads) <= 6  # 2 per connection (3 if a ticket comes late), not 2 per exchange
