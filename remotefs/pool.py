@@ -31,11 +31,12 @@ of its time there than in requests. So the pool opens connections *before* they 
 - **TLS resumption.** The newest resumable session of each origin is kept (after the
   handshake for TLS 1.2, after the first read for TLS 1.3, whose tickets arrive then) and
   offered by every new connection to that origin: a resumed handshake skips the certificate
-  exchange and, with TLS 1.2, one round trip. A connection's session is read after its
-  handshake, its first exchange, and any tickets drained while it was idle, never after
-  every exchange: Python copies the session each time it is read (~0.3 ms, measured with a
-  TLS 1.3 session of the tests' certificate), and a connection's session does not change
-  once its tickets have come.
+  exchange and, with TLS 1.2, one round trip. A connection's session is read until it
+  has been kept once (TLS 1.2: after the handshake; TLS 1.3: after tickets drained while
+  idle, or after its first exchange, which its tickets precede), never after every exchange:
+  Python copies the session each time it is read (~0.3 ms, measured with a TLS 1.3 session
+  of the tests' certificate), and a connection's session does not change once its tickets
+  have come.
 
 Invariants: a connection is in at most one place — an idle list (and then watched), an
 exchange, or a thread opening it; every count here is changed under ``_lock``, which is
@@ -139,8 +140,9 @@ class ConnectionPool:
         self._connecting: set[socket.socket] = set()
         """Sockets of connections being opened ahead: shut down by :meth:`close`."""
         self._sessions: dict[Origin, ssl.SSLSession] = {}
-        self._served: weakref.WeakSet[http.client.HTTPConnection] = weakref.WeakSet()
-        """Connections that have been given back once (their session was read then)."""
+        self._session_read: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        """Sockets whose session is not read again: it was kept, or their first exchange has
+        ended (a TLS 1.3 server sends its tickets before its first answer, or never)."""
         self._reported: set[Origin] = set()
         self._watcher: _Watcher | None = None
         self._closed = False
@@ -264,11 +266,7 @@ class ConnectionPool:
 
     def give_back(self, origin: Origin, conn: http.client.HTTPConnection) -> None:
         """A connection after a complete response that keeps it open."""
-        with self._lock:
-            first = conn not in self._served
-            self._served.add(conn)
-        if first:  # TLS 1.3: the tickets came with its first answer
-            self._remember_session(origin, conn)
+        self._remember_session(origin, conn, last=True)
         with self._lock:
             if not self._closed:
                 opened = getattr(conn, "opened", time.monotonic())
@@ -289,7 +287,8 @@ class ConnectionPool:
             self.stats.tls_handshakes += 1
             if sock.session_reused:
                 self.stats.tls_resumed += 1
-        self._remember_session(origin, sock)
+        if sock.version() != "TLSv1.3":  # TLS 1.3 tickets come after the handshake
+            self._remember_session(origin, sock)
 
     def connected(self) -> None:
         with self._lock:
@@ -423,15 +422,23 @@ class ConnectionPool:
                 item.conn.close()
         self._start(item.origin, starts)
 
-    def _remember_session(self, origin: Origin, conn_or_sock: object) -> None:
+    def _remember_session(
+        self, origin: Origin, conn_or_sock: object, *, last: bool = False
+    ) -> None:
+        """Keep the session of a TLS connection for ``origin`` if it is resumable, unless it
+        was kept already; ``last``: its first exchange has ended, it is not read again."""
         sock = getattr(conn_or_sock, "sock", conn_or_sock)
-        if not isinstance(sock, ssl.SSLSocket):
+        if not isinstance(sock, ssl.SSLSocket) or sock in self._session_read:
             return
+        kept = False
         with contextlib.suppress(OSError, ValueError):
-            session = sock.session
+            session = sock.session  # a copy (~0.3 ms): read as few times as this
             # TLS 1.3 resumes only from a ticket; TLS 1.2 also from the session's ID
             if session is not None and (session.has_ticket or sock.version() == "TLSv1.2"):
                 self._sessions[origin] = session  # one dict store: atomic, with or without _lock
+                kept = True
+        if kept or last:
+            self._session_read.add(sock)  # a set's add: atomic, with or without _lock
 
 
 class _IdleState(enum.Enum):
