@@ -3,6 +3,7 @@ remotefs.cache.reader.SnifferLimit)."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import subprocess
 import sys
@@ -71,3 +72,10 @@ async def test_the_sniffer_limit_counts_bytes_per_file_and_api_per_minute(
     limit.allow(RemoteEntry("b", "b.bam", False), 10)  # a URL known: no API request
     await trio.sleep(60)
     limit.allow(RemoteEntry("d", "d.bam", False), 10)  # a new minute
+
+
+@pytest.mark.parametrize("name", ["c++filt", "a.b", "ab", "a+b", "[x]", "x", "XY", "tool-2", ""])
+def test_the_compiled_patterns_match_as_fnmatchcase(name: str) -> None:
+    patterns = ("c++*", "a.b", "a?b", "[[]x]", "X*", "tool-[0-9]", *DEFAULT_SNIFFERS)
+    expected = bool(name) and any(fnmatch.fnmatchcase(name, p) for p in patterns)
+    assert Callers(patterns).matches(name) is expected
