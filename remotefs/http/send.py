@@ -270,13 +270,13 @@ async def _exchange(
 ) -> httpx.Response:
     """One attempt: send, read the whole body, check its length. Raises ``_Retryable``."""
     transport = threaded_transport(client)
-    if (
-        transport is not None
-        and not follow_redirects
-        and client.auth is None
-        and not any(client.event_hooks.values())
-    ):
-        return await _exchange_below_httpx(transport, request, raw)
+    if transport is not None and client.auth is None and not any(client.event_hooks.values()):
+        response = await _exchange_below_httpx(transport, request, raw)
+        if not (follow_redirects and response.is_redirect):
+            return response
+        # A redirect to follow (rare: signed storage URLs answer in place): httpx's client
+        # follows it, with its rules for the headers that may cross to another origin; the
+        # request is sent once more for it.
     try:
         response = await client.send(request, stream=True, follow_redirects=follow_redirects)
     except RETRYABLE_TRANSPORT_ERRORS as exc:
@@ -311,7 +311,8 @@ async def _exchange_below_httpx(
     transport reads the whole body and raises httpx's exceptions, classified as above. The
     mount keeps no cookies on purpose: a platform's API is authenticated by its token, and a
     storage host's cookie must never travel to another request. It sets no auth or hooks on
-    its client; a client that has them (a test's) is sent through ``client.send``."""
+    its client; a client that has them (a test's) is sent through ``client.send``, and so is
+    a request whose answer is a redirect it must follow."""
     try:
         _, status, _, headers, body = await transport.exchange(request)
     except RETRYABLE_TRANSPORT_ERRORS as exc:

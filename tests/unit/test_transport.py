@@ -994,3 +994,27 @@ async def test_a_tls_session_is_read_per_connection_not_per_exchange(
             assert (await c.get(server.url())).content == b"x"
     assert server.resumed == [False, True]
     assert len(reads) <= 4  # once per connection (twice if its tickets come late), not per exchange
+
+
+async def test_a_redirect_to_follow_is_followed_by_httpx(serve) -> None:
+    # Below httpx's client a redirect comes back as it is; one to follow goes through the
+    # client (sent once more), which follows it.
+    def reply(n: int, head: bytes, conn: socket.socket) -> bool:
+        if head.startswith(b"GET /file "):
+            conn.sendall(
+                response(b"", status="307 Temporary Redirect", extra="Location: /moved\r\n")
+            )
+        else:
+            conn.sendall(response(b"moved here"))
+        return True
+
+    server = serve(reply)
+    async with warm_client(warm=0) as c:
+        r = await send(
+            c, "GET", server.url(), follow_redirects=True, deadline=trio.current_time() + 10
+        )
+        assert (r.status_code, r.content) == (200, b"moved here")
+        r = await send(c, "GET", server.url("/moved"), deadline=trio.current_time() + 10)
+        assert r.content == b"moved here"
+    paths = [head.split(b" ")[1] for head in server.heads]
+    assert paths == [b"/file", b"/file", b"/moved", b"/moved"]
