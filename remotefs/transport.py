@@ -30,7 +30,9 @@ Invariants:
   operation's deadline, or read-ahead given up) shuts its socket down, whether it is
   connecting, in the TLS handshake or receiving, so the abandoned thread ends at once and its
   connection is never pooled. Only a name lookup (``getaddrinfo``) cannot be ended: that
-  thread ends with it. At most ``max_connections`` exchanges run at once.
+  thread ends with it. At most ``max_connections`` exchanges run at once, in as many threads
+  at most, kept for the mount's life (:mod:`remotefs.workers`: no thread is started on the
+  trio thread after the first ``max_connections``).
 - **Limits**: HTTP/1.1 only (HTTP/1.0 answers are read, never pooled); informational (1xx)
   answers before the final one are skipped; at most 100 header lines per response
   (``http.client``'s limit; storage services send ~20). A body is read in pieces of at most
@@ -66,10 +68,14 @@ import trio
 from remotefs.loop_exchange import Answer, StaleConnection, exchange_on_loop
 from remotefs.pool import ConnectionPool
 from remotefs.pool import Origin as _Origin
+from remotefs.workers import Workers
 
 WHOLE_BODY_BYTES = 64 << 20
 """Bodies up to this declared length are read in one piece (read-ahead requests are 4 MiB);
 longer ones in pieces of this size."""
+PRESTARTED_THREADS = 8
+"""Worker threads a mount starts with: a cold region query's requests at once (head, index
+and tail, two ``download_info``) with room to spare; more are started as needed."""
 _FOLDED = re.compile(r"\r?\n[ \t]+")
 
 
@@ -87,7 +93,9 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         connections kept open per origin in use (:mod:`remotefs.pool`; 0: none opened ahead
         of a request)."""
         self._ssl_context = ssl_context or httpx.create_ssl_context()
-        self._limiter = trio.CapacityLimiter(max_connections)
+        self._workers = Workers(max_connections)
+        if warm:  # a mount: its first requests find their threads started
+            self._workers.prestart(PRESTARTED_THREADS)
         self._connect_timeout = connect_timeout
         self.pool = ConnectionPool(self._ahead, warm=warm, on_new_origin=self._new_origin)
         self.on_new_origin: Callable[[str], None] | None = None
@@ -125,9 +133,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
                 return answer
         try:
             self.pool.using(exchange.origin)
-            answer = await trio.to_thread.run_sync(
-                exchange.run, abandon_on_cancel=True, limiter=self._limiter
-            )
+            answer = await self._workers.run(exchange.run, exchange.abort)
         except trio.Cancelled:
             exchange.abort()
             raise
@@ -141,7 +147,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
         (:mod:`remotefs.loop_exchange`: no thread hand-off). ``None``: there was no idle
         connection, or the server had closed it: the exchange goes to a worker thread, which
         opens a new one."""
-        async with self._limiter:
+        async with self._workers.limiter:
             self.pool.using(exchange.origin)
             try:
                 conn = self.pool.take_idle(exchange.origin)
@@ -173,6 +179,7 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self.pool.close()
+        self._workers.close()
 
     def _new_origin(self, origin: _Origin) -> None:
         if self.on_new_origin is not None:

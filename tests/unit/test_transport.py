@@ -28,6 +28,7 @@ from remotefs.http.client import make_client
 from remotefs.http.send import send
 from remotefs.pool import ConnectionPool
 from remotefs.transport import ThreadedTransport
+from remotefs.workers import Workers
 
 SECRET_PATH = "/bucket/object?X-Amz-Signature=SIGNATURE-SECRET"
 
@@ -807,7 +808,7 @@ def no_worker_threads(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         raise AssertionError("an exchange went to a worker thread")
 
     with monkeypatch.context() as patch:
-        patch.setattr(trio.to_thread, "run_sync", forbidden)
+        patch.setattr(Workers, "run", forbidden)
         yield
 
 
