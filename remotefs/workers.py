@@ -139,6 +139,10 @@ class Workers:
                 self._idle += 1  # before the place is given back: see the invariants
             with contextlib.suppress(trio.RunFinishedError):  # the loop is gone: nobody to tell
                 call.token.run_sync_soon(self._report, call, result)
+            # An idle thread must not pin its last call (an exchange, its request) or result
+            # (a body of up to 4 MiB): kept alive while the thread waits, 12 read-ahead bodies
+            # raised a cold stream's peak RSS from 194 to 239 MB.
+            del call, result
         with self._lock:
             self._threads -= 1
             self._idle = max(0, self._idle - 1)

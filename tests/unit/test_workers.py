@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
 import pytest
 import trio
@@ -117,5 +119,24 @@ async def test_prestarted_threads_serve_the_first_calls() -> None:
         assert workers.threads == 3  # none started for them
         workers.prestart(10)
         assert workers.threads == 4  # never more than the limit
+    finally:
+        workers.close()
+
+
+async def test_an_idle_thread_keeps_nothing_of_its_last_call() -> None:
+    # A body returned by a call must die with its caller's last reference, not live on in
+    # the thread that read it while that thread waits for the next call.
+    class Body:
+        pass
+
+    workers = Workers(1)
+    try:
+        body = await workers.run(Body, lambda: None)
+        gone = weakref.ref(body)
+        del body
+        with trio.fail_after(WAIT):  # the thread lets go once it is back waiting
+            while gone() is not None:
+                gc.collect()
+                await trio.sleep(0.01)
     finally:
         workers.close()
