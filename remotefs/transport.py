@@ -63,7 +63,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
-import trio
 
 from remotefs.loop_exchange import Answer, StaleConnection, exchange_on_loop
 from remotefs.pool import ConnectionPool
@@ -133,10 +132,9 @@ class ThreadedTransport(httpx.AsyncBaseTransport):
                 return answer
         try:
             self.pool.using(exchange.origin)
+            # A cancel while it runs aborts it (Workers.run calls exchange.abort); one while
+            # it waits for a place leaves it never started.
             answer = await self._workers.run(exchange.run, exchange.abort)
-        except trio.Cancelled:
-            exchange.abort()
-            raise
         finally:
             self.pool.done(exchange.origin)
         self.pool.answered(exchange.origin)

@@ -93,9 +93,8 @@ class Workers:
             self._threads += wanted
             self._idle += wanted
         for started in range(wanted):
-            thread = threading.Thread(target=self._work, name=self._name, daemon=True)
             try:
-                thread.start()
+                self._start_thread()
             except RuntimeError:  # no more threads: those not started are not counted
                 with self._lock:
                     self._threads -= wanted - started
@@ -120,9 +119,8 @@ class Workers:
                 self._calls.put(call)
                 return
             self._threads += 1
-        thread = threading.Thread(target=self._work, name=self._name, daemon=True)
         try:
-            thread.start()
+            self._start_thread()
         except BaseException:  # no thread (none left to start): this call fails, nothing queued
             with self._lock:
                 self._threads -= 1
@@ -131,6 +129,9 @@ class Workers:
             if self._closed:  # closed while it started: it ends on the end queued for it
                 raise RuntimeError("the transport's workers are closed")
             self._calls.put(call)
+
+    def _start_thread(self) -> None:
+        threading.Thread(target=self._work, name=self._name, daemon=True).start()
 
     def _work(self) -> None:
         while (call := self._calls.get()) is not None:
